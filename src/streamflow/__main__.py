@@ -1,0 +1,3 @@
+from streamflow.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""The Feast feature store of StreamFlow: repo config generated from settings, feature
+definitions (entity ``user``, four feature views over the snapshot tables), apply and
+materialize."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+import yaml
+from feast import Entity, FeatureStore, FeatureView, Field, RepoConfig
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+from feast.types import Bool, FeastType, Float64, Int64, String
+from feast.value_type import ValueType
+
+from streamflow.db.engine import get_engine, pg_params, sqlalchemy_url
+from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ONLINE_FEATURE_REFS: list[str] = list(FEATURE_REFS)
+TIMESTAMP_FIELD = "as_of"
+
+
+def _feast_type(feature: str) -> FeastType:
+    if feature in INT_FEATURES:
+        return Int64
+    if feature in FLOAT_FEATURES:
+        return Float64
+    if feature in FLAG_FEATURES:
+        return Bool
+    return String
+
+
+def repo_config_dict(settings: Settings) -> dict[str, object]:
+    """The feature_store.yaml content, derived from settings (no literal host/password)."""
+    p = pg_params(settings)
+    pg = {
+        "host": p.host,
+        "port": p.port,
+        "database": p.database,
+        "db_schema": "public",
+        "user": p.user,
+        "password": p.password,
+        "sslmode": settings.db_sslmode,
+    }
+    return {
+        "project": settings.feast_project,
+        "provider": "local",
+        "registry": {
+            "registry_type": "sql",
+            "path": sqlalchemy_url(settings),
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+        },
+        "online_store": {"type": "postgres", **pg},
+        "offline_store": {"type": "postgres", **pg},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def write_repo_config(settings: Settings) -> Path:
+    """Write feature_store.yaml (0600: it holds the DB password) for the `feast` CLI."""
+    repo = settings.feast_repo_dir
+    repo.mkdir(parents=True, exist_ok=True)
+    path = repo / "feature_store.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(repo_config_dict(settings), sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _store_for(config_yaml: str, repo_path: str) -> FeatureStore:
+    cfg = RepoConfig(repo_path=Path(repo_path), **yaml.safe_load(config_yaml))
+    return FeatureStore(config=cfg)
+
+
+def get_feature_store(settings: Settings) -> FeatureStore:
+    write_repo_config(settings)
+    return _store_for(yaml.safe_dump(repo_config_dict(settings)), str(settings.feast_repo_dir))
+
+
+user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A subscriber")
+
+
+def feature_views() -> list[FeatureView]:
+    views = []
+    for fv_name, (table, features) in FEATURE_VIEWS.items():
+        source = PostgreSQLSource(name=f"{table}_source", table=table, timestamp_field=TIMESTAMP_FIELD)
+        views.append(
+            FeatureView(
+                name=fv_name,
+                entities=[user],
+                ttl=timedelta(0),  # 0 = no expiry: a snapshot stays valid until the next one
+                schema=[Field(name=f, dtype=_feast_type(f)) for f in features],
+                source=source,
+                online=True,
+                tags={"snapshot_table": table},
+            )
+        )
+    return views
+
+
+def apply_definitions(settings: Settings) -> FeatureStore:
+    store = get_feature_store(settings)
+    store.apply([user, *feature_views()])
+    log.info("event=feast_apply project=%s views=%s", settings.feast_project, ",".join(FEATURE_VIEWS))
+    return store
+
+
+def _as_utc(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def materialize_latest(settings: Settings) -> date | None:
+    """Load the newest snapshot of every user into the online store and record it.
+
+    The window covers every stored month, so each user gets its latest row even when an
+    older month is re-ingested after a newer one."""
+    engine = get_engine(settings)
+    with engine.connect() as conn:
+        bounds = conn.execute(
+            sa.text("SELECT min(as_of), max(as_of) FROM subscriptions_profile_snapshots")
+        ).one()
+    if bounds[0] is None:
+        log.info("event=materialize_skipped reason=no_snapshots")
+        return None
+    start, end = bounds[0], bounds[1]
+    store = apply_definitions(settings)
+    store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1))
+    latest = end.astimezone(UTC).date()
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO feature_materializations (as_of) VALUES (:d)"), {"d": latest})
+    log.info("event=materialized latest_as_of=%s views=%d", latest, len(FEATURE_VIEWS))
+    return latest

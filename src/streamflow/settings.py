@@ -1,0 +1,105 @@
+"""The one settings object of StreamFlow (env prefix ``STREAMFLOW_``).
+
+Every path, URL and tunable lives here; code asks ``get_settings()`` instead of
+reading the environment or hard-coding locations.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMFLOW_", extra="ignore")
+
+    home: Path = Field(Path(".streamflow"), description="All local state lives below this directory.")
+    database_url: str | None = Field(
+        None,
+        description="postgresql://user:pass@host:port/db. Unset: an embedded PostgreSQL under home/pgdata.",
+    )
+    db_sslmode: str = Field("disable", description="sslmode used by Feast's PostgreSQL stores.")
+
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; MLFLOW_TRACKING_URI also overrides. Unset: sqlite under home."
+    )
+    model_name: str = "streamflow_churn"
+    model_alias: str = "production"
+    random_seed: int = 42
+    n_estimators: int = 300
+
+    feast_project: str = "streamflow"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = Field(None, description="URL the load generator and reports use for the API.")
+    model_poll_seconds: float = Field(10.0, description="How often the API checks the production alias.")
+    feature_poll_seconds: float = Field(2.0, description="How often the API checks the online store.")
+
+    prometheus_port: int = 9090
+    prometheus_url: str | None = None
+    pushgateway_url: str | None = Field(None, description="Where drift metrics are pushed, if set.")
+
+    drift_threshold: float = 0.3
+    promote_min_delta: float = Field(0.0, description="Candidate AUC must beat production by more than this.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    # Derived locations -------------------------------------------------------------
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def feast_repo_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def evidently_dir(self) -> Path:
+        return Path(os.environ.get("REPORT_DIR") or self.reports_dir / "evidently")
+
+    @property
+    def run_dir(self) -> Path:
+        """PID files and logs of background processes started by `streamflow up`."""
+        return self.home / "run"
+
+    @property
+    def tracking_uri(self) -> str:
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def resolved_prometheus_url(self) -> str:
+        return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

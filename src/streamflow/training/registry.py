@@ -1,0 +1,100 @@
+"""MLflow tracking/registry helpers: one place that knows the tracking URI, the
+experiment, the registered model name and the `production` alias."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+EXPERIMENT_NAME = "streamflow_churn"
+
+
+def configure_mlflow(settings: Settings) -> MlflowClient:
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    client = configure_mlflow(settings)
+    exp = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if exp is not None:
+        return str(exp.experiment_id)
+    local = settings.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in settings.tracking_uri
+    # Local store: keep artifacts under STREAMFLOW_HOME (MLflow would default to ./mlruns).
+    artifact_location = settings.artifact_root if local else None
+    return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location))
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    version: str
+    run_id: str
+    aliases: list[str]
+    as_of: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _version_info(client: MlflowClient, mv: Any) -> ModelVersionInfo:
+    run = client.get_run(mv.run_id)
+    return ModelVersionInfo(
+        version=str(mv.version),
+        run_id=mv.run_id,
+        aliases=list(getattr(mv, "aliases", []) or []),
+        as_of=run.data.tags.get("as_of"),
+        metrics=dict(run.data.metrics),
+        tags=dict(mv.tags or {}),
+    )
+
+
+def list_versions(settings: Settings) -> list[ModelVersionInfo]:
+    client = configure_mlflow(settings)
+    try:
+        versions = client.search_model_versions(f"name='{settings.model_name}'")
+    except MlflowException:
+        return []
+    infos = [_version_info(client, client.get_model_version(settings.model_name, v.version)) for v in versions]
+    return sorted(infos, key=lambda i: int(i.version))
+
+
+def production_version(settings: Settings) -> ModelVersionInfo | None:
+    client = configure_mlflow(settings)
+    try:
+        mv = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
+    except MlflowException:
+        return None
+    return _version_info(client, mv)
+
+
+def promote(settings: Settings, version: str, reason: str) -> None:
+    """Point the production alias at `version`; the previous holder keeps its version
+    (nothing is archived) and both carry tags saying what happened and why."""
+    client = configure_mlflow(settings)
+    previous = production_version(settings)
+    client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
+    client.set_model_version_tag(settings.model_name, version, "promoted_reason", reason)
+    if previous is not None and previous.version != version:
+        client.set_model_version_tag(settings.model_name, version, "replaced_version", previous.version)
+        client.set_model_version_tag(
+            settings.model_name, previous.version, "demoted_reason", f"replaced by v{version}: {reason}"
+        )
+    log.info(
+        "event=alias_moved model=%s alias=%s version=%s previous=%s reason=%r",
+        settings.model_name,
+        settings.model_alias,
+        version,
+        previous.version if previous else None,
+        reason,
+    )

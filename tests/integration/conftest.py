@@ -1,0 +1,64 @@
+"""Integration fixtures: a real embedded PostgreSQL, real Feast stores and a real
+MLflow registry under a temporary STREAMFLOW_HOME. Everything started is stopped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from streamflow.db.engine import stop_embedded
+from streamflow.ingest.loader import ingest_month
+from streamflow.logging_setup import setup_logging
+from streamflow.settings import Settings
+from streamflow.training.registry import promote
+from streamflow.training.train import TrainResult, train_model
+
+from ..conftest import AS_OF
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    seeds: Path
+    trained: list[TrainResult] = field(default_factory=list)
+
+    def train(self, as_of: str) -> TrainResult:
+        result = train_model(as_of, self.settings, promote_if_first=True)
+        self.trained.append(result)
+        return result
+
+    def promote(self, version: str, reason: str = "test") -> None:
+        promote(self.settings, version, reason)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess (CLI, API server) that uses this stack."""
+        env = dict(os.environ)
+        env["STREAMFLOW_HOME"] = str(self.settings.home)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        return env
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    return Settings(home=home, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -> Iterator[Stack]:
+    """Both course months ingested and materialized (online = 2024-02-29); a model
+    trained on 2024-01-31 holds the production alias."""
+    setup_logging("WARNING")
+    settings = make_settings(tmp_path_factory.mktemp("course_home"))
+    stack = Stack(settings=settings, seeds=course_seeds)
+    try:
+        for month, as_of in AS_OF.items():
+            ingest_month(course_seeds / month, as_of, settings)
+        stack.train("2024-01-31")
+        yield stack
+    finally:
+        stop_embedded(settings)
