@@ -15,8 +15,11 @@ from rich.table import Table
 from streamflow.logging_setup import setup_logging
 from streamflow.settings import Settings, get_settings
 
-app = typer.Typer(help="StreamFlow: observable churn prediction (ingest → features → train → serve → monitor).",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="StreamFlow: observable churn prediction (ingest → features → train → serve → monitor).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 seeds_app = typer.Typer(help="Synthetic month data in the course schema.", no_args_is_help=True)
 app.add_typer(seeds_app, name="seeds")
 console = Console(stderr=True)
@@ -60,8 +63,11 @@ def ingest(
     out.print(table)
     out.print(
         f"load {result.seconds_load:.2f}s (one transaction)"
-        + (f", materialize {result.seconds_materialize:.2f}s → online store holds {result.materialized_as_of}"
-           if materialize else ", online store not materialized")
+        + (
+            f", materialize {result.seconds_materialize:.2f}s → online store holds {result.materialized_as_of}"
+            if materialize
+            else ", online store not materialized"
+        )
     )
 
 
@@ -117,8 +123,11 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
         snap.add_column(t.replace("_snapshots", ""), justify="right")
     snap.add_column("churn rate", justify="right")
     for s in st["snapshots"]:
-        snap.add_row(s["as_of"], *(f"{s['tables'][t]:,}" for t in tables),
-                     f"{s['churn_rate']:.4f}" if s["churn_rate"] is not None else "-")
+        snap.add_row(
+            s["as_of"],
+            *(f"{s['tables'][t]:,}" for t in tables),
+            f"{s['churn_rate']:.4f}" if s["churn_rate"] is not None else "-",
+        )
     out.print(snap)
     models = Table(title=f"model {settings.model_name}")
     for c in ("version", "aliases", "trained on", "val_auc", "run_id"):
@@ -127,6 +136,32 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
         auc = f"{m['val_auc']:.4f}" if m["val_auc"] is not None else "-"
         models.add_row(m["version"], ",".join(m["aliases"]), str(m["as_of"]), auc, m["run_id"])
     out.print(models)
+
+
+@seeds_app.command("generate")
+def seeds_generate(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (month_000, month_001, …).")],
+    months: Annotated[int, typer.Option("--months", min=1, max=120)] = 2,
+    users: Annotated[int, typer.Option("--users", min=10, max=20_000_000)] = 7043,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    drift: Annotated[
+        str | None,
+        typer.Option("--drift", help="Planted drift, e.g. 'watch_hours_30d*0.6,net_service=Fiber optic:0.7@1'."),
+    ] = None,
+) -> None:
+    """Generate months of synthetic data in the course schema (deterministic per seed)."""
+    from streamflow.seeds.drift import parse_drift_option
+    from streamflow.seeds.generator import generate_months
+
+    setup_logging()
+    try:
+        spec = parse_drift_option(drift) if drift else None
+        with console.status("generating…") as st:
+            dirs = generate_months(out, months=months, users=users, seed=seed, drift=spec, progress=st.update)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    for d in dirs:
+        console.print(f"wrote {d}")
 
 
 def main() -> None:  # pragma: no cover

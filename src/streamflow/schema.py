@@ -60,7 +60,7 @@ SUBSCRIPTIONS = SourceTable(
         Column("contract_type", "text"),
         Column("paperless_billing", "bool"),
         Column("monthly_fee", "float", non_negative=True),
-        # Blank in the course data for brand-new users (months_active = 0).
+        # Never blank in the course data (0.0 for brand-new users); accepted as NULL.
         Column("total_paid", "float", nullable=True, non_negative=True),
         Column("net_service", "text"),
     ),

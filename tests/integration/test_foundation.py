@@ -33,8 +33,9 @@ def table_fingerprints(stack: Stack) -> dict[str, str]:
     """md5 over every row of every table: 'byte-for-byte unchanged' made checkable."""
     with get_engine(stack.settings).connect() as conn:
         return {
-            t: conn.execute(sa.text(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"))
-            .scalar_one()
+            t: conn.execute(
+                sa.text(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
+            ).scalar_one()
             for t in ALL_TABLES
         }
 
@@ -172,9 +173,13 @@ def test_as_of_must_be_a_date(course_stack: Stack, as_of: str) -> None:
 
 
 def test_reingesting_a_month_is_idempotent(course_stack: Stack) -> None:
-    before = {k: v for k, v in table_fingerprints(course_stack).items() if k not in ("ingestions", "feature_materializations")}
+    before = {
+        k: v for k, v in table_fingerprints(course_stack).items() if k not in ("ingestions", "feature_materializations")
+    }
     result = ingest_month(course_stack.seeds / "month_001", "2024-02-29", course_stack.settings)
     assert result.rows == {t.name: 7043 for t in SOURCE_TABLES}
     assert result.materialized_as_of is not None and str(result.materialized_as_of) == "2024-02-29"
-    after = {k: v for k, v in table_fingerprints(course_stack).items() if k not in ("ingestions", "feature_materializations")}
+    after = {
+        k: v for k, v in table_fingerprints(course_stack).items() if k not in ("ingestions", "feature_materializations")
+    }
     assert after == before

@@ -60,10 +60,7 @@ def _start_embedded(settings: Settings) -> str:
 
 def libpq_url(settings: Settings) -> str:
     """A plain ``postgresql://`` URL (psycopg.connect, pandas, psql)."""
-    if settings.database_url:
-        url = settings.database_url
-    else:
-        url = _start_embedded(settings)
+    url = settings.database_url or _start_embedded(settings)
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
         if url.startswith(prefix):
             url = "postgresql://" + url[len(prefix) :]

@@ -26,7 +26,7 @@ def _to_flag(s: pd.Series) -> pd.Series:
     """bool / 'True' / 1 / None → 1.0 / 0.0 / NaN."""
     if s.dtype == "float64":
         return s
-    mapping = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0, 1: 1.0, 0: 0.0}
+    mapping = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0}  # 1/0 hash as True/False
     return s.map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else mapping[v]).astype(
         "float64"
     )

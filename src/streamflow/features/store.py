@@ -125,9 +125,7 @@ def materialize_latest(settings: Settings) -> date | None:
     older month is re-ingested after a newer one."""
     engine = get_engine(settings)
     with engine.connect() as conn:
-        bounds = conn.execute(
-            sa.text("SELECT min(as_of), max(as_of) FROM subscriptions_profile_snapshots")
-        ).one()
+        bounds = conn.execute(sa.text("SELECT min(as_of), max(as_of) FROM subscriptions_profile_snapshots")).one()
     if bounds[0] is None:
         log.info("event=materialize_skipped reason=no_snapshots")
         return None

@@ -50,6 +50,7 @@ class IngestResult:
     as_of: date
     month_dir: Path
     rows: dict[str, int] = field(default_factory=dict)
+    seconds_validate: float = 0.0
     seconds_load: float = 0.0
     seconds_materialize: float = 0.0
     materialized_as_of: date | None = None
@@ -101,11 +102,16 @@ def _upsert_live(cur: psycopg.Cursor, table: SourceTable) -> None:
     cols = table.column_names
     updates = [c for c in cols if c != "user_id"]
     cur.execute(
-        sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM {stg} ON CONFLICT (user_id) DO UPDATE SET {upd}").format(
+        sql.SQL(
+            "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM {stg} ON CONFLICT (user_id) DO UPDATE SET {upd}"
+            " WHERE ({old}) IS DISTINCT FROM ({new})"  # unchanged rows are not rewritten
+        ).format(
             t=sql.Identifier(table.name),
             stg=sql.Identifier(f"stg_{table.name}"),
             cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
             upd=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates),
+            old=sql.SQL(", ").join(sql.SQL("t.{c}").format(c=sql.Identifier(c)) for c in updates),
+            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates),
         )
     )
 
@@ -142,6 +148,7 @@ def ingest_month(
     engine = ensure_schema(settings)
 
     say(f"validating {month_dir}")
+    t_val = time.perf_counter()
     frames, report = read_month(month_dir)
     validate_month(frames, report, _known_user_ids(engine))
     if not report.ok:
@@ -150,18 +157,34 @@ def ingest_month(
     headers = {name: list(df.columns) for name, df in frames.items()}
     del frames
 
-    result = IngestResult(as_of=as_of_d, month_dir=month_dir)
+    result = IngestResult(as_of=as_of_d, month_dir=month_dir, seconds_validate=time.perf_counter() - t_val)
     ts = as_of_timestamp(as_of_d)
     t0 = time.perf_counter()
     say(f"loading {month_dir.name} as of {as_of_d} (one transaction)")
     with psycopg.connect(libpq_url(settings)) as conn, conn.cursor() as cur:
         cur.execute("SET LOCAL synchronous_commit = on")
         for table in SOURCE_TABLES:
+            t_step = time.perf_counter()
             result.rows[table.name] = _copy_into_staging(cur, table, month_dir / table.file_name, headers[table.name])
+            log.debug(
+                "event=staged table=%s rows=%d seconds=%.2f",
+                table.name,
+                result.rows[table.name],
+                time.perf_counter() - t_step,
+            )
         for table in SOURCE_TABLES:
+            t_step = time.perf_counter()
             _upsert_live(cur, table)
+            t_snap = time.perf_counter()
             if table.snapshot_table:
                 _stamp_snapshot(cur, table, ts)
+            log.debug(
+                "event=written table=%s upsert_seconds=%.2f snapshot=%s snapshot_seconds=%.2f",
+                table.name,
+                t_snap - t_step,
+                table.snapshot_table,
+                time.perf_counter() - t_snap,
+            )
         cur.execute(
             "INSERT INTO ingestions (as_of, source_dir, row_counts) VALUES (%s, %s, %s)",
             (as_of_d, str(month_dir.resolve()), json.dumps(result.rows)),

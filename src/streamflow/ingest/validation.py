@@ -149,6 +149,4 @@ def validate_month(frames: dict[str, pd.DataFrame], report: ValidationReport, kn
             unknown = ~df["user_id"].str.strip().isin(known) & (df["user_id"].str.strip() != "")
             if unknown.any():
                 rows, n = _examples(df, unknown, "user_id")
-                report.violations.append(
-                    Violation(table.file_name, "user_id", "user_id not found in users", rows, n)
-                )
+                report.violations.append(Violation(table.file_name, "user_id", "user_id not found in users", rows, n))

@@ -1,0 +1,1 @@
+"""Synthetic seed data in the course CSV format (see ``generator``)."""

@@ -1,0 +1,48 @@
+# StreamFlow — the two set-up commands are `make demo` and `make test`.
+VENV       ?= .venv
+PYTHON     ?= python3
+PY         := $(VENV)/bin/python
+SF         := $(VENV)/bin/streamflow
+SEEDS      ?=
+export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
+
+.PHONY: install demo test test-unit test-integration lint down status bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the whole loop on the embedded default (SEEDS=path/to/seeds to use other data).
+demo: install
+	$(SF) demo $(if $(SEEDS),--seeds $(SEEDS),)
+
+## Lint + the whole test suite (unit, then integration against real services).
+test: install lint
+	$(VENV)/bin/pytest tests/unit tests/integration
+
+test-unit: install
+	$(VENV)/bin/pytest tests/unit
+
+test-integration: install
+	$(VENV)/bin/pytest tests/integration
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks services
+
+## Stop what `make demo` left running (API, Prometheus, Pushgateway, embedded PostgreSQL).
+down:
+	$(SF) down
+
+status:
+	$(SF) status
+
+bench: install
+	$(PY) benchmarks/api_bench.py
+	$(PY) benchmarks/ingest_bench.py
+
+clean: down
+	rm -rf $(STREAMFLOW_HOME)
