@@ -42,7 +42,11 @@ class Settings(BaseSettings):
 
     prometheus_port: int = 9090
     prometheus_url: str | None = None
+    pushgateway_port: int = 9091
     pushgateway_url: str | None = Field(None, description="Where drift metrics are pushed, if set.")
+    repo_root: Path | None = Field(
+        None, description="Checkout holding services/ (prometheus rules, dashboards); found automatically if unset."
+    )
 
     drift_threshold: float = 0.3
     promote_min_delta: float = Field(0.0, description="Candidate AUC must beat production by more than this.")

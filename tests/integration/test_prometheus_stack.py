@@ -1,0 +1,457 @@
+"""A REAL Prometheus (and Pushgateway), started by streamflow's native launcher with a 1 s scrape
+and evaluation interval, scraping a real HTTP target on 127.0.0.1 and loading the shipped rules.
+
+The scrape target comes from the ``api_target_factory`` fixture. Until ``streamflow serve`` exists
+it is a small server exposing the CONTRACT metrics (docs/CONTRACTS.md) with the real
+``prometheus_client`` library and a bounded synthetic traffic loop. To test against the real API,
+replace only ``api_target_factory`` by one that starts ``streamflow serve --port <free port>`` (and
+sends it some /predict traffic); ``api_target``/``api_target_url`` and every test stay unchanged.
+
+What is proven: the ``api`` and ``pushgateway`` targets are up; the course's four queries return
+data; EVERY expr of the Grafana dashboard evaluates without error and returns series (traffic
+panels with non-zero values); every shipped rule evaluates without error on real data; the drift
+alert fires on metrics pushed by the real ``streamflow.monitoring.metrics_push``; the monitoring
+report renders every panel; and, on a separate stack, stopping the target turns ``up`` to 0 and
+puts the *unmodified* StreamflowApiDown rule (``for: 1m``) in the pending state — the alert
+expression matches the real series; its firing after ``for`` is covered by promtool's tests.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streamflow.observability.dashboard import iter_panels, load_dashboard, panel_queries
+from streamflow.observability.prometheus_local import (
+    ManagedProcess,
+    PrometheusClient,
+    dashboard_path,
+    pid_file,
+    start_prometheus,
+    start_pushgateway,
+    stop_local_stack,
+)
+from streamflow.observability.report import generate_monitoring_report
+from streamflow.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PROMETHEUS_BIN = shutil.which("prometheus")
+PUSHGATEWAY_BIN = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+WAIT_S = 30.0
+T = TypeVar("T")
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+PROBA_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+COURSE_QUERIES = (
+    "up",
+    "api_requests_total",
+    "rate(api_requests_total[5m])",
+    "rate(api_request_latency_seconds_sum[5m]) / rate(api_request_latency_seconds_count[5m])",
+)
+TRAFFIC_PANELS = {
+    "Requests per second by endpoint",
+    "Average latency",
+    "Latency percentiles (p50 / p95 / p99)",
+    "Responses by status",
+    "Predictions by class",
+    "Feature lookup vs inference time",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT_S, interval: float = 0.25) -> T:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # a transient HTTP error while Prometheus warms up
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+# ----------------------------------------------------------------------------- scrape target
+@dataclass
+class ApiTarget:
+    url: str
+    stop: Callable[[], None]
+
+    @property
+    def address(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+class ContractMetricsServer:
+    """The CONTRACT metrics, exposed by prometheus_client, fed by a bounded traffic loop."""
+
+    def __init__(self, *, tick_s: float = 0.05, max_runtime_s: float = 300.0) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = ("endpoint", "method", "status")
+        self.requests = Counter("api_requests_total", "requests", labels, registry=r)
+        self.requests.labels("/predict", "POST", "500")  # exported at 0 before the first error
+        self.latency = Histogram("api_request_latency_seconds", "latency", labels, buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("api_requests_in_flight", "in flight", registry=r)
+        self.predictions = Counter("api_predictions_total", "predictions", ("prediction",), registry=r)
+        self.proba = Histogram("api_churn_probability", "churn probability", buckets=PROBA_BUCKETS, registry=r)
+        self.misses = Counter("api_feature_lookup_misses_total", "misses", registry=r)
+        self.lookup = Histogram("api_feature_lookup_seconds", "lookup", buckets=LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("api_model_inference_seconds", "inference", buckets=LATENCY_BUCKETS, registry=r)
+        info = Gauge("api_model_info", "model", ("model_name", "model_version", "as_of", "run_id"), registry=r)
+        info.labels("streamflow_churn", "1", "2024-01-31", "0123456789abcdef").set(1)
+        Counter("api_model_loads_total", "loads", registry=r).inc()
+        Counter("api_model_load_failures_total", "load failures", registry=r)
+        self.tick_s = tick_s
+        self.max_runtime_s = max_runtime_s  # the loop always ends on its own
+        self._rng = random.Random(42)
+        self._stop = threading.Event()
+        self._ticks = 0
+        self.port = free_port()
+        self._httpd, _ = start_http_server(self.port, addr="127.0.0.1", registry=r)
+        self._loop = threading.Thread(target=self._run, name="contract-traffic", daemon=True)
+        self._loop.start()
+
+    def _request(self) -> None:
+        self._ticks += 1
+        self.in_flight.inc()
+        status = "500" if self._ticks % 50 == 0 else "200"
+        lookup, inference = self._rng.uniform(0.001, 0.004), self._rng.uniform(0.0005, 0.002)
+        self.lookup.observe(lookup)
+        self.inference.observe(inference)
+        if status == "200":
+            proba = self._rng.random()
+            self.proba.observe(proba)
+            self.predictions.labels(prediction=str(int(proba >= 0.5))).inc()
+        if self._ticks % 7 == 0:
+            self.misses.inc()
+        self.latency.labels("/predict", "POST", status).observe(lookup + inference + self._rng.uniform(0.001, 0.02))
+        self.requests.labels("/predict", "POST", status).inc()
+        if self._ticks % 10 == 0:
+            self.latency.labels("/health", "GET", "200").observe(0.0003)
+            self.requests.labels("/health", "GET", "200").inc()
+        self.in_flight.dec()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_runtime_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self._request()
+            self._stop.wait(self.tick_s)
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._loop.join(timeout=5)
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def api_target_factory() -> Iterator[Callable[[], ApiTarget]]:
+    """Starts scrape targets; every target started is stopped at the end (also on failure).
+
+    Swap point for the real API: start ``streamflow serve`` here instead.
+    """
+    servers: list[ContractMetricsServer] = []
+
+    def start() -> ApiTarget:
+        server = ContractMetricsServer()
+        servers.append(server)
+        return ApiTarget(url=f"http://127.0.0.1:{server.port}", stop=server.stop)
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_target(api_target_factory: Callable[[], ApiTarget]) -> Iterator[ApiTarget]:
+    target = api_target_factory()
+    try:
+        yield target
+    finally:
+        target.stop()
+
+
+@pytest.fixture(scope="module")
+def api_target_url(api_target: ApiTarget) -> str:
+    return api_target.url
+
+
+# ----------------------------------------------------------------------------- the stack
+@dataclass
+class Stack:
+    settings: Settings
+    prometheus: ManagedProcess
+    pushgateway: ManagedProcess
+    client: PrometheusClient
+
+
+def require_binaries() -> None:
+    if PROMETHEUS_BIN is None or PUSHGATEWAY_BIN is None:
+        pytest.skip(
+            "prometheus / prometheus-pushgateway not on PATH (apt-get install prometheus prometheus-pushgateway)"
+        )
+
+
+def push_drift(gateway: str) -> None:
+    """Push a drifted comparison with the project's real pusher (docs/CONTRACTS.md)."""
+    from streamflow.monitoring.decision import Decision
+    from streamflow.monitoring.drift import DriftResult, FeatureDrift, TargetDrift
+    from streamflow.monitoring.metrics_push import push_drift_metrics
+    from streamflow.schema import FEATURES
+
+    drifts = tuple(
+        FeatureDrift(feature=f, method="psi", score=0.05 + 0.02 * i, threshold=0.1, drifted=i % 2 == 0)
+        for i, f in enumerate(FEATURES)
+    )
+    drifted = sum(d.drifted for d in drifts)
+    result = DriftResult(
+        as_of_ref="2024-01-31",
+        as_of_cur="2024-02-29",
+        drift_share=drifted / len(drifts),
+        drifted_count=drifted,
+        feature_drifts=drifts,
+        target=TargetDrift(ref_rate=0.2654, cur_rate=0.2415, abs_diff=0.0239),
+        target_value_drift=0.04,
+        target_value_drift_method="Z-test p_value",
+        threshold=0.3,
+        decision=Decision.RETRAINING_TRIGGERED,
+        report_html=Path("drift.html"),
+        report_json=Path("drift.json"),
+        summary_json=Path("drift.summary.json"),
+        n_ref=7043,
+        n_cur=7043,
+        generated_at=datetime.now(tz=UTC),
+    )
+    push_drift_metrics(result, gateway)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, api_target_url: str) -> Iterator[Stack]:
+    require_binaries()
+    prom_port = free_port()
+    settings = Settings(
+        home=tmp_path_factory.mktemp("prom_home"),
+        prometheus_port=prom_port,
+        prometheus_url=f"http://127.0.0.1:{prom_port}",
+    )
+    client: PrometheusClient | None = None
+    try:
+        gateway = start_pushgateway(settings, port=free_port())
+        assert gateway is not None
+        push_drift(gateway.url)
+        prometheus = start_prometheus(
+            settings,
+            scrape_interval="1s",
+            api_target=urlsplit(api_target_url).netloc,
+            pushgateway_target=urlsplit(gateway.url).netloc,
+        )
+        assert prometheus is not None
+        client = PrometheusClient(prometheus.url)
+        yield Stack(settings, prometheus, gateway, client)
+    finally:
+        if client is not None:
+            client.close()
+        stop_local_stack(settings)
+
+
+def range_query(client: PrometheusClient, expr: str, seconds: float = 60) -> list[dict[str, Any]]:
+    end = time.time()
+    return client.query_range(expr, end - seconds, end, 1)
+
+
+def has_positive(result: list[dict[str, Any]]) -> bool:
+    return any(float(v) > 0 for item in result for _, v in item.get("values", [item.get("value", [0, "0"])]))
+
+
+# ----------------------------------------------------------------------------- tests
+def test_targets_up(stack: Stack, api_target_url: str) -> None:
+    def healthy() -> dict[str, dict[str, Any]] | None:
+        targets = {t["labels"]["job"]: t for t in stack.client.targets()}
+        ok = {"api", "pushgateway"} <= set(targets) and all(
+            targets[j]["health"] == "up" for j in ("api", "pushgateway")
+        )
+        return targets if ok else None
+
+    targets = wait_for(healthy, "targets api and pushgateway up")
+    assert targets["api"]["scrapeUrl"] == f"{api_target_url}/metrics"
+    assert stack.client.query('up{job="api"}')[0]["value"][1] == "1"
+    # the PID files name exactly the processes started
+    assert pid_file(stack.settings, "prometheus").read_text().strip() == str(stack.prometheus.pid)
+    assert pid_file(stack.settings, "pushgateway").read_text().strip() == str(stack.pushgateway.pid)
+    # starting again is idempotent: the running instance is returned
+    again = start_prometheus(stack.settings, scrape_interval="1s")
+    assert again is not None and again.pid == stack.prometheus.pid
+
+
+def test_course_queries_return_data(stack: Stack) -> None:
+    for expr in COURSE_QUERIES:
+        result = wait_for(lambda e=expr: stack.client.query(e), f"data for {expr}")
+        assert result, expr
+    for expr in COURSE_QUERIES[2:]:
+        wait_for(lambda e=expr: has_positive(stack.client.query(e)), f"a positive value of {expr}")
+
+
+def test_every_dashboard_expr_evaluates(stack: Stack) -> None:
+    dashboard = load_dashboard(dashboard_path())
+    queries = panel_queries(dashboard)
+    assert len({q.panel_id for q in queries}) == len(list(iter_panels(dashboard)))
+
+    def all_non_empty() -> dict[tuple[str, str], list[dict[str, Any]]] | None:
+        results = {(q.panel_title, q.ref_id): range_query(stack.client, q.expr) for q in queries}
+        return results if all(results.values()) else None
+
+    try:
+        results = wait_for(all_non_empty, "every dashboard query to return series")
+    except pytest.fail.Exception:
+        empty = [q for q in queries if not range_query(stack.client, q.expr)]
+        raise AssertionError(f"dashboard queries without data: {empty}") from None
+    for q in queries:  # the instant form (stat panels' last value) also evaluates
+        stack.client.query(q.expr)
+    for title in TRAFFIC_PANELS:
+        panel_results = [r for (t, _), r in results.items() if t == title]
+        assert panel_results, title
+        assert any(has_positive(r) for r in panel_results), f"{title}: only zeros"
+
+
+def test_rules_evaluate_without_errors(stack: Stack) -> None:
+    def evaluated() -> list[dict[str, Any]] | None:
+        rules = [r for g in stack.client.rules() for r in g["rules"]]
+        return rules if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules) else None
+
+    rules = wait_for(evaluated, "every rule evaluated once")
+    assert {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules]
+    wait_for(lambda: stack.client.query("job:api_request_latency_seconds:p99_5m"), "recording rule p99")
+
+    def error_ratio() -> float | None:
+        result = stack.client.query('job:api_request_errors:ratio_rate5m{job="api"}')
+        return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) > 0 else None
+
+    ratio = wait_for(error_ratio, "a positive 5xx ratio")
+    assert ratio < 0.05  # 1 request in 50 answers 500: below the alert threshold
+
+
+def test_drift_alert_fires_on_pushed_metrics(stack: Stack) -> None:
+    def firing() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in stack.client.alerts()
+            if a["labels"]["alertname"] == "StreamflowDataDrift" and a["state"] == "firing"
+        ]
+
+    (alert,) = wait_for(firing, "StreamflowDataDrift firing")
+    assert alert["labels"]["job"] == "streamflow_monitor"
+    assert alert["labels"]["as_of_ref"] == "2024-01-31"
+    assert alert["labels"]["as_of_cur"] == "2024-02-29"
+    assert alert["labels"]["severity"] == "warning"
+    assert "retraining is triggered" in alert["annotations"]["description"]
+    assert stack.client.query('ALERTS{alertname="StreamflowDataDrift", alertstate="firing"}')
+    # healthy API: none of the API alerts is active
+    active = {a["labels"]["alertname"] for a in stack.client.alerts()}
+    assert not active & {"StreamflowApiDown", "StreamflowApiHighErrorRatio", "StreamflowModelReloadFailed"}
+
+
+def test_monitoring_report(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPORT_DIR", raising=False)
+    evidently = stack.settings.evidently_dir
+    evidently.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "as_of_ref": "2024-01-31",
+        "as_of_cur": "2024-02-29",
+        "drift_share": 0.5,
+        "drifted_features": [{"feature": "monthly_fee", "method": "psi", "score": 0.42, "threshold": 0.1}],
+        "target_drift": 0.0239,
+        "decision": "RETRAINING_TRIGGERED",
+        "threshold": 0.3,
+    }
+    (evidently / "drift_2024-01-31_vs_2024-02-29.summary.json").write_text(json.dumps(summary))
+    wait_for(lambda: has_positive(range_query(stack.client, "sum(job:api_requests:rate1m)")), "traffic recorded")
+
+    md = generate_monitoring_report(stack.settings, minutes=2, out_dir=tmp_path / "reports")
+
+    html = (tmp_path / "reports" / "monitoring_report.html").read_text()
+    text = md.read_text()
+    n_panels = len(list(iter_panels(load_dashboard(dashboard_path()))))
+    pngs = sorted((tmp_path / "reports" / "monitoring_report_assets").glob("panel_*.png"))
+    assert len(pngs) == n_panels
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000 for p in pngs)
+    assert html.count('src="data:image/png;base64,') == n_panels
+    assert text.count("](monitoring_report_assets/panel_") == n_panels
+    assert "- error:" not in text and "no data in the window" not in text
+    assert "| StreamflowDataDrift | firing | warning |" in text
+    assert "| api | 127.0.0.1:" in text and "| up |" in text
+    assert "RETRAINING_TRIGGERED" in text and "monthly_fee (0.42)" in text
+    assert "Targets up: 2/2" in text
+
+
+def test_report_without_prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPORT_DIR", raising=False)
+    settings = Settings(home=tmp_path / "home", prometheus_url=f"http://127.0.0.1:{free_port()}")
+    md = generate_monitoring_report(settings, minutes=5, out_dir=tmp_path / "out")
+    text = md.read_text()
+    assert "unreachable" in text
+    assert "No `*.summary.json` found" in text
+    assert (tmp_path / "out" / "monitoring_report.html").is_file()
+
+
+def test_api_down_sets_up_zero_and_alert_pending(tmp_path: Path, api_target_factory: Callable[[], ApiTarget]) -> None:
+    """Separate stack: stopping the target must be seen by the shipped StreamflowApiDown rule."""
+    require_binaries()
+    prom_port = free_port()
+    settings = Settings(home=tmp_path / "home", prometheus_port=prom_port)
+    target = api_target_factory()
+    try:
+        prometheus = start_prometheus(
+            settings,
+            scrape_interval="1s",
+            api_target=target.address,
+            pushgateway_target=f"127.0.0.1:{free_port()}",  # nothing there: irrelevant to this test
+        )
+        assert prometheus is not None
+        with PrometheusClient(prometheus.url) as client:
+            wait_for(lambda: client.query('up{job="api"} == 1'), "api target up")
+            target.stop()
+            down = wait_for(lambda: client.query('up{job="api"} == 0'), "up{job=api} == 0 after the target stopped")
+            assert down[0]["metric"]["instance"] == target.address
+
+            def pending() -> list[dict[str, Any]]:
+                return [a for a in client.alerts() if a["labels"]["alertname"] == "StreamflowApiDown"]
+
+            (alert,) = wait_for(pending, "StreamflowApiDown active")
+            assert alert["state"] == "pending"  # `for: 1m` not elapsed: pending, not yet firing
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["labels"]["instance"] == target.address
+            assert client.query('ALERTS{alertname="StreamflowApiDown", alertstate="pending"}')
+        pid = prometheus.pid
+        assert stop_local_stack(settings) == ["prometheus"]
+        assert not pid_file(settings, "prometheus").exists()
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        target.stop()
+        stop_local_stack(settings)
