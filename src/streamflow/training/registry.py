@@ -4,6 +4,7 @@ experiment, the registered model name and the `production` alias."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,19 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to the environment, which
+    # would then override the settings of every later Settings object of this process
+    # (another STREAMFLOW_HOME would silently write to this registry): restore it.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
