@@ -1,11 +1,9 @@
 """A REAL Prometheus (and Pushgateway), started by streamflow's native launcher with a 1 s scrape
 and evaluation interval, scraping a real HTTP target on 127.0.0.1 and loading the shipped rules.
 
-The scrape target comes from the ``api_target_factory`` fixture. Until ``streamflow serve`` exists
-it is a small server exposing the CONTRACT metrics (docs/CONTRACTS.md) with the real
-``prometheus_client`` library and a bounded synthetic traffic loop. To test against the real API,
-replace only ``api_target_factory`` by one that starts ``streamflow serve --port <free port>`` (and
-sends it some /predict traffic); ``api_target``/``api_target_url`` and every test stay unchanged.
+The scrape target is the real API: ``streamflow serve`` on a free port over the course stack
+(embedded PostgreSQL, Feast online store, MLflow production model), with a bounded loop of
+/predict traffic for real user ids (and some unknown ids: real 404s).
 
 What is proven: the ``api`` and ``pushgateway`` targets are up; the course's four queries return
 data; EVERY expr of the Grafana dashboard evaluates without error and returns series (traffic
@@ -18,10 +16,13 @@ expression matches the real series; its firing after ``for`` is covered by promt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +32,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import sqlalchemy as sa
 
+from streamflow.db.engine import get_engine
 from streamflow.observability.dashboard import iter_panels, load_dashboard, panel_queries
 from streamflow.observability.prometheus_local import (
     ManagedProcess,
@@ -45,7 +48,10 @@ from streamflow.observability.prometheus_local import (
     stop_local_stack,
 )
 from streamflow.observability.report import generate_monitoring_report
+from streamflow.runtime import wait_ready
 from streamflow.settings import Settings
+
+from .conftest import Stack as CourseStack
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +60,6 @@ PUSHGATEWAY_BIN = shutil.which("prometheus-pushgateway") or shutil.which("pushga
 WAIT_S = 30.0
 T = TypeVar("T")
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-PROBA_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 COURSE_QUERIES = (
     "up",
     "api_requests_total",
@@ -104,83 +108,75 @@ class ApiTarget:
         return urlsplit(self.url).netloc
 
 
-class ContractMetricsServer:
-    """The CONTRACT metrics, exposed by prometheus_client, fed by a bounded traffic loop."""
+class RealApi:
+    """`streamflow serve` on a free 127.0.0.1 port over the course stack (real Feast online
+    store, real MLflow production model), fed by a bounded traffic loop of real user ids
+    (every 7th request asks for an unknown id → a real 404 and a feature-lookup miss)."""
 
-    def __init__(self, *, tick_s: float = 0.05, max_runtime_s: float = 300.0) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        labels = ("endpoint", "method", "status")
-        self.requests = Counter("api_requests_total", "requests", labels, registry=r)
-        self.requests.labels("/predict", "POST", "500")  # exported at 0 before the first error
-        self.latency = Histogram("api_request_latency_seconds", "latency", labels, buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("api_requests_in_flight", "in flight", registry=r)
-        self.predictions = Counter("api_predictions_total", "predictions", ("prediction",), registry=r)
-        self.proba = Histogram("api_churn_probability", "churn probability", buckets=PROBA_BUCKETS, registry=r)
-        self.misses = Counter("api_feature_lookup_misses_total", "misses", registry=r)
-        self.lookup = Histogram("api_feature_lookup_seconds", "lookup", buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("api_model_inference_seconds", "inference", buckets=LATENCY_BUCKETS, registry=r)
-        info = Gauge("api_model_info", "model", ("model_name", "model_version", "as_of", "run_id"), registry=r)
-        info.labels("streamflow_churn", "1", "2024-01-31", "0123456789abcdef").set(1)
-        Counter("api_model_loads_total", "loads", registry=r).inc()
-        Counter("api_model_load_failures_total", "load failures", registry=r)
+    def __init__(self, stack: CourseStack, *, tick_s: float = 0.02, max_runtime_s: float = 300.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = stack.env()
+        env["STREAMFLOW_MODEL_POLL_SECONDS"] = "2"
+        self.log_path = stack.settings.home / f"api-{self.port}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamflow", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        if not wait_ready(self.url, 180, self.proc.pid):
+            self.proc.kill()
+            raise AssertionError(f"API not ready: {self.log_path.read_text()[-3000:]}")
+        with get_engine(stack.settings).connect() as conn:
+            self.user_ids = list(
+                conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id LIMIT 500")).scalars()
+            )
         self.tick_s = tick_s
         self.max_runtime_s = max_runtime_s  # the loop always ends on its own
-        self._rng = random.Random(42)
         self._stop = threading.Event()
-        self._ticks = 0
-        self.port = free_port()
-        self._httpd, _ = start_http_server(self.port, addr="127.0.0.1", registry=r)
-        self._loop = threading.Thread(target=self._run, name="contract-traffic", daemon=True)
+        self._loop = threading.Thread(target=self._run, name="api-traffic", daemon=True)
         self._loop.start()
 
-    def _request(self) -> None:
-        self._ticks += 1
-        self.in_flight.inc()
-        status = "500" if self._ticks % 50 == 0 else "200"
-        lookup, inference = self._rng.uniform(0.001, 0.004), self._rng.uniform(0.0005, 0.002)
-        self.lookup.observe(lookup)
-        self.inference.observe(inference)
-        if status == "200":
-            proba = self._rng.random()
-            self.proba.observe(proba)
-            self.predictions.labels(prediction=str(int(proba >= 0.5))).inc()
-        if self._ticks % 7 == 0:
-            self.misses.inc()
-        self.latency.labels("/predict", "POST", status).observe(lookup + inference + self._rng.uniform(0.001, 0.02))
-        self.requests.labels("/predict", "POST", status).inc()
-        if self._ticks % 10 == 0:
-            self.latency.labels("/health", "GET", "200").observe(0.0003)
-            self.requests.labels("/health", "GET", "200").inc()
-        self.in_flight.dec()
-
     def _run(self) -> None:
+        rng = random.Random(42)
         deadline = time.monotonic() + self.max_runtime_s
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self._request()
-            self._stop.wait(self.tick_s)
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            i = 0
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                i += 1
+                uid = "0000-UNKNOWN" if i % 7 == 0 else rng.choice(self.user_ids)
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post("/predict", json={"user_id": uid})
+                    if i % 10 == 0:
+                        client.get("/health")
+                self._stop.wait(self.tick_s)
 
     def stop(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._loop.join(timeout=5)
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        if not self._stop.is_set():
+            self._stop.set()
+            self._loop.join(timeout=10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
-def api_target_factory() -> Iterator[Callable[[], ApiTarget]]:
-    """Starts scrape targets; every target started is stopped at the end (also on failure).
-
-    Swap point for the real API: start ``streamflow serve`` here instead.
-    """
-    servers: list[ContractMetricsServer] = []
+def api_target_factory(course_stack: CourseStack) -> Iterator[Callable[[], ApiTarget]]:
+    """Starts the REAL API (`streamflow serve`) as the scrape target; every instance started is
+    stopped at the end (also on failure)."""
+    servers: list[RealApi] = []
 
     def start() -> ApiTarget:
-        server = ContractMetricsServer()
+        server = RealApi(course_stack)
         servers.append(server)
-        return ApiTarget(url=f"http://127.0.0.1:{server.port}", stop=server.stop)
+        return ApiTarget(url=server.url, stop=server.stop)
 
     try:
         yield start
@@ -349,12 +345,19 @@ def test_rules_evaluate_without_errors(stack: Stack) -> None:
     assert {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules]
     wait_for(lambda: stack.client.query("job:api_request_latency_seconds:p99_5m"), "recording rule p99")
 
-    def error_ratio() -> float | None:
+    def error_ratio() -> str | None:  # the sample as text: "0" is a value, not a miss
         result = stack.client.query('job:api_request_errors:ratio_rate5m{job="api"}')
-        return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) > 0 else None
+        return str(result[0]["value"][1]) if result else None
 
-    ratio = wait_for(error_ratio, "a positive 5xx ratio")
-    assert ratio < 0.05  # 1 request in 50 answers 500: below the alert threshold
+    # Real traffic: one request in 7 asks for an unknown user (404) — client errors are not
+    # server errors, so the 5xx ratio is exactly 0 while 4xx responses exist.
+    ratio = wait_for(error_ratio, "the 5xx ratio recording rule")
+    assert float(ratio) == 0.0
+    wait_for(
+        lambda: has_positive(stack.client.query('sum(rate(api_requests_total{job="api", status="404"}[5m]))')),
+        "404s of the unknown ids",
+    )
+    assert not stack.client.query('ALERTS{alertname="StreamflowApiHighErrorRatio"}')
 
 
 def test_drift_alert_fires_on_pushed_metrics(stack: Stack) -> None:
