@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from streamflow.procs import pid_alive
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,20 +22,6 @@ log = logging.getLogger(__name__)
 
 def _pid_path(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def _cmdline(pid: int) -> str:
@@ -50,7 +37,7 @@ def running_api_pid(settings: Settings) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    if _alive(pid) and "streamflow" in _cmdline(pid) and "serve" in _cmdline(pid):
+    if pid_alive(pid) and "streamflow" in _cmdline(pid) and "serve" in _cmdline(pid):
         return pid
     path.unlink(missing_ok=True)
     return None
@@ -59,7 +46,7 @@ def running_api_pid(settings: Settings) -> int | None:
 def wait_ready(url: str, timeout: float, pid: int | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             return False
         try:
             if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
@@ -106,7 +93,7 @@ def stop_pid(pid: int, timeout: float = 20.0) -> bool:
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):

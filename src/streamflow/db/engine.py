@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
 
+from streamflow.procs import pid_alive
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ class PgParams:
     password: str
 
 
-def _pid_alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def prune_dead_handles(pgdata: Path) -> list[int]:
     """Drop PIDs of processes that died without releasing the embedded server.
 
@@ -55,7 +47,7 @@ def prune_dead_handles(pgdata: Path) -> list[int]:
         pids = [int(p) for p in json.loads(path.read_text() or "[]")]
     except (OSError, ValueError):
         return []
-    dead = [p for p in pids if not _pid_alive(p)]
+    dead = [p for p in pids if not pid_alive(p)]
     if dead:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps([p for p in pids if p not in dead]))

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import yaml
 
+from streamflow.procs import pid_alive
 from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -200,18 +201,7 @@ def _alive(pid: int) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _is_ours(pid: int, binaries: Sequence[str], settings: Settings) -> bool:

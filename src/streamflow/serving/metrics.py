@@ -30,6 +30,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from streamflow.procs import pid_alive
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -72,16 +74,6 @@ def prepare_multiprocess_dir(path: Path) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_dead_workers() -> list[int]:
     """Mark every process whose live-gauge files remain but which no longer runs as dead
     (a worker killed without a clean shutdown). Returns the pids cleaned up."""
@@ -94,7 +86,7 @@ def reap_dead_workers() -> list[int]:
             pids.add(int(f.stem.rsplit("_", 1)[1]))
         except ValueError:
             continue
-    dead = [pid for pid in pids if not _pid_alive(pid)]
+    dead = [pid for pid in pids if not pid_alive(pid)]
     for pid in dead:
         multiprocess.mark_process_dead(pid, directory)
     if dead:
