@@ -145,6 +145,9 @@ def stop_embedded(settings: Settings) -> None:
     for url, engine in list(_engine_cache_items()):
         if key in url:
             engine.dispose()
+    # Processes that shared the server and were killed by a signal (e.g. an API subprocess)
+    # never released their handle; forget them so the last live user really stops it.
+    prune_dead_handles(settings.pgdata_dir)
     server.cleanup()  # type: ignore[attr-defined]
 
 

@@ -301,9 +301,12 @@ def create_app(
     metrics: ApiMetrics | None = None,
     start_background: bool = True,
     fast_path: bool = True,
+    release_database_on_shutdown: bool = False,
 ) -> FastAPI:
     """The API. Components may be passed in (tests); background polls start with the
-    app's lifespan unless ``start_background`` is False."""
+    app's lifespan unless ``start_background`` is False. ``release_database_on_shutdown``
+    (set by the server process) lets go of the embedded PostgreSQL at shutdown: uvicorn
+    re-raises SIGTERM after a graceful shutdown, which skips atexit handlers."""
     metrics = metrics or (holder.metrics if holder is not None else ApiMetrics())
     holder = holder or ModelHolder(settings, metrics)
     mirror = mirror or FeatureMirror(settings)
@@ -332,6 +335,10 @@ def create_app(
                 holder.stop()
                 mirror.stop()
             mark_this_process_dead()
+            if release_database_on_shutdown:
+                from streamflow.db.engine import stop_embedded
+
+                stop_embedded(settings)
             log.info("event=api_stopped pid=%d", os.getpid())
 
     app = FastAPI(

@@ -34,7 +34,7 @@ def app_from_env() -> FastAPI:
     setup_logging()
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
-    return create_app(settings)
+    return create_app(settings, release_database_on_shutdown=True)
 
 
 def run_server(settings: Settings, host: str | None = None, port: int | None = None, workers: int = 1) -> None:
@@ -62,7 +62,7 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
         os.environ.pop(MULTIPROC_ENV, None)
         from streamflow.serving.app import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, release_database_on_shutdown=True), **common)  # type: ignore[arg-type]
         return
     path = prepare_multiprocess_dir(multiproc_dir(settings))
     log.info("event=metrics_multiprocess dir=%s", path)
