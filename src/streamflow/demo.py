@@ -56,11 +56,17 @@ def run_demo(
     header("observability (native Prometheus + Pushgateway)")
     api_target = f"{prom.local_address(settings.api_host)}:{settings.api_port}"
     gateway = prom.start_pushgateway(settings)
-    prometheus = prom.start_prometheus(settings, api_target=api_target) if gateway is not None else None
+    prometheus = prom.start_prometheus(settings, api_target=api_target)
+    if gateway is None:
+        outcome.notes.append(
+            "no `prometheus-pushgateway` binary on PATH (Debian: apt-get install prometheus-pushgateway): "
+            "drift gauges are not published; the drift report and decision still are."
+        )
+        console.print("[yellow]" + outcome.notes[-1])
     if prometheus is None:
         outcome.notes.append(
-            "no `prometheus` / `prometheus-pushgateway` binary on PATH (Debian: apt-get install prometheus "
-            "prometheus-pushgateway): metrics are still served at /metrics, but not scraped; no report charts."
+            "no `prometheus` binary on PATH (Debian: apt-get install prometheus): metrics are still served "
+            "at /metrics, but not scraped; no report charts."
         )
         console.print("[yellow]" + outcome.notes[-1])
     else:

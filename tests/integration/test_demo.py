@@ -1,0 +1,79 @@
+"""`streamflow demo` end to end (what `make demo` runs), then `streamflow down`: the whole
+loop on a fresh STREAMFLOW_HOME with the embedded default, real Prometheus when present."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from streamflow.procs import pid_alive
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamflow", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_demo_runs_the_whole_loop_and_down_stops_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    api_port, prom_port, gw_port = free_port(), free_port(), free_port()
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(
+        STREAMFLOW_HOME=str(home),
+        STREAMFLOW_API_PORT=str(api_port),
+        STREAMFLOW_PROMETHEUS_PORT=str(prom_port),
+        STREAMFLOW_PUSHGATEWAY_PORT=str(gw_port),
+        COLUMNS="200",
+    )
+    try:
+        demo = run(["demo", "--users", "2000", "--requests", "300"], env, timeout=600)
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        out = demo.stdout
+        assert "[Evidently] report_html=" in out
+        assert " -> NO_ACTION drift_share=" in out or " -> RETRAINING_TRIGGERED" in out
+        assert f"http://127.0.0.1:{api_port}/docs" in out and "make down" in out
+
+        # What it left running works: the API answers for a real user, metrics count the traffic.
+        user = (home / "seeds" / "month_000" / "users.csv").read_text().splitlines()[1].split(",")[0]
+        r = httpx.post(f"http://127.0.0.1:{api_port}/predict", json={"user_id": user}, timeout=10)
+        assert r.status_code == 200 and r.json()["model_version"] == "1"
+        metrics = httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).text
+        assert 'api_requests_total{endpoint="/predict",method="POST",status="200"}' in metrics
+
+        status = json.loads(run(["status", "--json"], env, timeout=120).stdout)
+        assert [s["as_of"] for s in status["snapshots"]] == ["2024-01-31", "2024-02-29"]
+        assert status["models"][0]["aliases"] == ["production"]
+
+        evidently = home / "reports" / "evidently"
+        summary = json.loads((evidently / "drift_2024-01-31_vs_2024-02-29.summary.json").read_text())
+        assert summary["decision"] in {"NO_ACTION", "RETRAINING_TRIGGERED"} and len(summary["feature_scores"]) == 14
+        if shutil.which("prometheus"):
+            assert (home / "reports" / "monitoring_report.md").is_file()
+            assert f"http://127.0.0.1:{prom_port}" in out
+        assert (home / "run" / "api.pid").is_file()
+    finally:
+        pids = {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
+        down = run(["down"], env, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "api" in down.stdout
+    for name, pid in pids.items():
+        assert not pid_alive(pid), f"{name} (pid {pid}) still running after `streamflow down`"
+    assert not (home / "pgdata" / "postmaster.pid").exists(), "embedded PostgreSQL still running"
