@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Prefect binds its console log handler to the sys.stderr of the moment its logging is set up
+# (at `import prefect`). Done inside a test that captures output, the handler would keep that
+# test's stream, closed afterwards, and every later Prefect log line would print a "Logging
+# error" traceback. Import it now, while the session-wide capture stream is in place, with its
+# local state in a temporary directory.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="streamflow-tests-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import prefect  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COURSE_SEEDS = Path(

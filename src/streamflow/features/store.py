@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
+import psycopg
 import sqlalchemy as sa
 import yaml
 from feast import Entity, FeatureStore, FeatureView, Field, RepoConfig
@@ -25,6 +28,7 @@ from streamflow.settings import Settings
 log = logging.getLogger(__name__)
 
 ONLINE_FEATURE_REFS: list[str] = list(FEATURE_REFS)
+T = TypeVar("T")
 TIMESTAMP_FIELD = "as_of"
 
 
@@ -109,10 +113,24 @@ def feature_views() -> list[FeatureView]:
     return views
 
 
+def _reconnecting(settings: Settings, action: Callable[[FeatureStore], T]) -> T:
+    """Run ``action`` on the cached store; if the database dropped its connections (server
+    restarted), rebuild the store once and retry instead of failing on a dead connection."""
+    try:
+        return action(get_feature_store(settings))
+    except psycopg.OperationalError as exc:
+        log.warning("event=feast_reconnect reason=%r", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        _store_for.cache_clear()
+        return action(get_feature_store(settings))
+
+
 def apply_definitions(settings: Settings) -> FeatureStore:
-    store = get_feature_store(settings)
-    with contextlib.redirect_stdout(io.StringIO()):
-        store.apply([user, *feature_views()])
+    def apply(store: FeatureStore) -> FeatureStore:
+        with contextlib.redirect_stdout(io.StringIO()):
+            store.apply([user, *feature_views()])
+        return store
+
+    store = _reconnecting(settings, apply)
     log.info("event=feast_apply project=%s views=%s", settings.feast_project, ",".join(FEATURE_VIEWS))
     return store
 
@@ -133,11 +151,15 @@ def materialize_latest(settings: Settings) -> date | None:
         log.info("event=materialize_skipped reason=no_snapshots")
         return None
     start, end = bounds[0], bounds[1]
-    store = apply_definitions(settings)
-    # Feast prints coloured progress to stdout; keep our output (and --json) clean.
-    with contextlib.redirect_stdout(io.StringIO()) as feast_out:
-        store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1))
-    log.debug("event=feast_materialize_output text=%r", feast_out.getvalue())
+    apply_definitions(settings)
+
+    def materialize(store: FeatureStore) -> None:
+        # Feast prints coloured progress to stdout; keep our output (and --json) clean.
+        with contextlib.redirect_stdout(io.StringIO()) as feast_out:
+            store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1))
+        log.debug("event=feast_materialize_output text=%r", feast_out.getvalue())
+
+    _reconnecting(settings, materialize)
     latest = end.astimezone(UTC).date()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO feature_materializations (as_of) VALUES (:d)"), {"d": latest})
