@@ -255,6 +255,7 @@ def demo(
     users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
     requests: Annotated[int, typer.Option(help="/predict requests to send.")] = 2000,
     concurrency: Annotated[int, typer.Option(help="Concurrent connections of the load generator.")] = 8,
+    rps: Annotated[float, typer.Option(help="Pace of the demo traffic (0 = as fast as possible).")] = 60.0,
     drift: Annotated[
         str | None, typer.Option(help="Plant drift in the generated month_001 (see seeds generate).")
     ] = None,
@@ -264,7 +265,16 @@ def demo(
 
     settings = _settings()
     try:
-        run_demo(settings, out, seeds=seeds, users=users, requests=requests, concurrency=concurrency, drift=drift)
+        run_demo(
+            settings,
+            out,
+            seeds=seeds,
+            users=users,
+            requests=requests,
+            concurrency=concurrency,
+            rps=rps or None,
+            drift=drift,
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
 

@@ -36,6 +36,7 @@ def run_demo(
     users: int = 7043,
     requests: int = 2000,
     concurrency: int = 8,
+    rps: float | None = 60.0,
     drift: str | None = None,
 ) -> DemoOutcome:
     from streamflow.observability import prometheus_local as prom
@@ -91,10 +92,12 @@ def run_demo(
     console.print(f"API ready at {api_url} (log: {settings.run_dir / 'api.log'})")
 
     # 6. traffic ------------------------------------------------------------------------
-    header(f"traffic: {requests:,} /predict requests, concurrency {concurrency}")
+    # Paced, so that several Prometheus scrapes (every 10 s) see the counters move: a burst
+    # between two scrapes would leave every rate panel of the report empty.
+    header(f"traffic: {requests:,} /predict requests, concurrency {concurrency}" + (f", {rps:g} req/s" if rps else ""))
     from streamflow.loadgen import run_load
 
-    summary = run_load(api_url, requests=requests, concurrency=concurrency, settings=settings)
+    summary = run_load(api_url, requests=requests, concurrency=concurrency, rps=rps, settings=settings)
     console.print(summary.table())
 
     # 7. drift --------------------------------------------------------------------------

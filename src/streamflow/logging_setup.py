@@ -43,6 +43,7 @@ def setup_logging(level: str | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    warnings.filterwarnings("ignore", message="Use of deprecated class")  # litestar, imported by Prefect
     # Our dataset builder fixes integer dtypes (never missing), so MLflow's hint does not apply.
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
     with contextlib.suppress(ImportError):

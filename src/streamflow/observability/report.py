@@ -258,6 +258,12 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
             ax.text(value, i, f" {format_value(value, unit)}", va="center", fontsize=7)
     elif ptype == "heatmap":
         _render_heatmap(ax, result.series)
+    elif all(math.isnan(v) for s in result.series for v in s.values):
+        ax.text(
+            0.5, 0.5, "only NaN in the window (a rate needs two scrapes that saw traffic)",
+            ha="center", va="center", fontsize=10, color="grey",
+        )  # fmt: skip
+        ax.set_axis_off()
     else:
         for series in result.series[:MAX_SERIES_PLOTTED]:
             times = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
