@@ -44,6 +44,19 @@ class Stack:
         return env
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_outside_mlflow_uri() -> Iterator[None]:
+    """MLFLOW_TRACKING_URI overrides every Settings' own store (documented behaviour): one set in
+    the environment running the tests must not send the test stacks to a foreign registry.
+    (In-process, `configure_mlflow` leaves the variable as it found it.)"""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def make_settings(home: Path, **overrides: object) -> Settings:
     return Settings(home=home, **overrides)  # type: ignore[arg-type]
 

@@ -81,28 +81,6 @@ def prefect_server() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def isolated_mlflow_env() -> Iterator[None]:
-    """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, and ``Settings.tracking_uri`` prefers that
-    variable to the settings' own store: once any stack has configured MLflow, every other Settings
-    object of the process would use that stack's registry. Drop it while a test uses its own stack,
-    restore it afterwards."""
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
-@pytest.fixture(autouse=True)
-def _isolated_mlflow_env() -> Iterator[None]:
-    with isolated_mlflow_env():
-        yield
-
-
 def run_flow(settings: Settings, **params: Any) -> dict[str, Any]:
     with using_settings(settings):
         result: dict[str, Any] = monitor_month(**params)
@@ -171,15 +149,13 @@ def course_run(
     """One flow run on the course months at the default threshold, pushing to the real gateway."""
     report_dir = tmp_path_factory.mktemp("evidently_course")
     settings = course_stack.settings.model_copy(update={"pushgateway_url": prometheus.gateway_url})
-    with isolated_mlflow_env():
-        before = production_version(settings)
+    before = production_version(settings)
     buf = io.StringIO()
     t0 = time.perf_counter()
-    with isolated_mlflow_env(), contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf):
         result = run_flow(settings, as_of_ref=REF, as_of_cur=CUR, report_dir=str(report_dir))
     print(f"\n[timing] monitor_month on the course months: {time.perf_counter() - t0:.1f}s")
-    with isolated_mlflow_env():
-        after = production_version(settings)
+    after = production_version(settings)
     return {"result": result, "stdout": buf.getvalue(), "report_dir": report_dir, "before": before, "after": after}
 
 
@@ -399,8 +375,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenStack]:
     try:
         for i in (0, 1):
             ingest_month(months[i], month_as_of(date(2024, 1, 31), i), settings)
-        with isolated_mlflow_env():
-            trained = train_model(REF, settings, promote_if_first=True)
+        trained = train_model(REF, settings, promote_if_first=True)
         assert trained.promoted and trained.version is not None
         print(f"\n[timing] planted-drift stack (2 x {GEN_USERS} users + model): {time.perf_counter() - t0:.1f}s")
         yield GenStack(settings, seeds, months, trained.version)

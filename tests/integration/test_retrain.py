@@ -9,7 +9,6 @@ registered-model name, so tests are independent and never touch the shared ``cou
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,21 +58,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainStack]:
         yield RetrainStack(settings, dataset)
     finally:
         stop_embedded(settings)
-
-
-@pytest.fixture(autouse=True)
-def isolated_mlflow_env() -> Iterator[None]:
-    """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which ``Settings.tracking_uri`` prefers to
-    the settings' own store: without this, this stack would use the registry of whichever stack
-    configured MLflow first in the session (e.g. the shared course_stack). Restored afterwards."""
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def shuffled(df: pd.DataFrame) -> pd.DataFrame:

@@ -88,7 +88,8 @@ def _store_for(config_yaml: str, repo_path: str) -> FeatureStore:
 
 
 def get_feature_store(settings: Settings) -> FeatureStore:
-    write_repo_config(settings)
+    """The store, built in memory from settings (cached); the yaml file is for the `feast` CLI
+    and is (re)written when the definitions are applied."""
     return _store_for(yaml.safe_dump(repo_config_dict(settings)), str(settings.feast_repo_dir))
 
 
@@ -130,6 +131,7 @@ def apply_definitions(settings: Settings) -> FeatureStore:
             store.apply([user, *feature_views()])
         return store
 
+    write_repo_config(settings)
     store = _reconnecting(settings, apply)
     log.info("event=feast_apply project=%s views=%s", settings.feast_project, ",".join(FEATURE_VIEWS))
     return store
