@@ -36,11 +36,12 @@ from typing import Any
 
 import httpx
 
+from streamflow.dates import DEMO_MONTHS as MONTHS
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SEEDS = Path("/work/shared/data/streamflow-course/seeds")
+DEFAULT_SEEDS = REPO.parent / "shared" / "data" / "streamflow-course" / "seeds"
 README = REPO / "benchmarks" / "README.md"
 START, END = "<!-- api-bench:start -->", "<!-- api-bench:end -->"
-MONTHS = {"month_000": "2024-01-31", "month_001": "2024-02-29"}
 READY_TIMEOUT = 180.0
 
 

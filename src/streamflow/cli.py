@@ -43,7 +43,8 @@ def ingest(
     materialize: Annotated[bool, typer.Option(help="Apply Feast and materialize the online store.")] = True,
 ) -> None:
     """Validate one month's CSVs, upsert the live tables and stamp the snapshots (one transaction)."""
-    from streamflow.ingest.loader import ingest_month, parse_as_of
+    from streamflow.dates import parse_as_of
+    from streamflow.ingest.loader import ingest_month
     from streamflow.ingest.validation import ValidationError
 
     settings = _settings()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from streamflow.dates import DEMO_CUR_AS_OF, DEMO_MONTHS, DEMO_REF_AS_OF
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MONTHS = {"month_000": "2024-01-31", "month_001": "2024-02-29"}
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run_demo(
     console.print(summary.table())
 
     # 7. drift --------------------------------------------------------------------------
-    header("drift monitor: 2024-01-31 vs 2024-02-29 (Evidently)")
+    header(f"drift monitor: {DEMO_REF_AS_OF} vs {DEMO_CUR_AS_OF} (Evidently)")
     from streamflow.flows import prefect_environment
 
     prefect_environment(settings)
@@ -109,7 +109,7 @@ def run_demo(
 
     with using_settings(settings):
         drift_summary = monitor_month(
-            as_of_ref="2024-01-31", as_of_cur="2024-02-29", threshold=settings.drift_threshold
+            as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF, threshold=settings.drift_threshold
         )
     outcome.urls["Drift report"] = str(drift_summary["report_html"])
 
@@ -174,13 +174,13 @@ def bootstrap(
             console.print(f"reusing generated seeds in {seeds}")
     else:
         console.print(f"using seeds from {seeds}")
-    for month in MONTHS:
+    for month in DEMO_MONTHS:
         if not (seeds / month).is_dir():
             raise FileNotFoundError(f"{seeds / month} not found (expected month_000 and month_001)")
 
     # 2. ingest -------------------------------------------------------------------------
     header("ingest (validate → COPY → upsert → snapshot, one transaction) + Feast materialize")
-    for month, as_of in MONTHS.items():
+    for month, as_of in DEMO_MONTHS.items():
         r = ingest_month(seeds / month, as_of, settings, progress=lambda m: log.debug("event=progress msg=%r", m))
         console.print(
             f"{month} as of {as_of}: {sum(r.rows.values()):,} rows in {r.seconds_validate + r.seconds_load:.1f}s, "
@@ -188,11 +188,11 @@ def bootstrap(
         )
 
     # 3. train --------------------------------------------------------------------------
-    header("train on 2024-01-31 (MLflow run + registry)")
+    header(f"train on {DEMO_REF_AS_OF} (MLflow run + registry)")
     if not always_train and production_version(settings) is not None:
         console.print(f"'{settings.model_alias}' model already registered; not retraining")
         return
-    tr = train_model("2024-01-31", settings)
+    tr = train_model(DEMO_REF_AS_OF, settings)
     prod = production_version(settings)
     console.print(
         f"run {tr.run_id} → {settings.model_name} v{tr.version}: val_auc={tr.metrics['val_auc']:.4f} "

@@ -34,6 +34,11 @@ class SourceTable:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def snapshot_columns(self) -> list[str]:
+        """What its snapshot table keeps per (user_id, as_of): every column but user_id."""
+        return [c.name for c in self.columns if c.name != USER_ID.name]
+
 
 USER_ID = Column("user_id", "text")
 
@@ -140,6 +145,8 @@ FLOAT_FEATURES: list[str] = [
     "avg_session_mins_7d",
     "ticket_avg_resolution_hrs_90d",
 ]
+# Imputed as numbers by the model pipeline; compared as numerical columns by the drift report.
+NUMERIC_FEATURES: list[str] = [*INT_FEATURES, *FLOAT_FEATURES]
 FEATURE_DTYPES: dict[str, str] = {
     **{c: "object" for c in CATEGORICAL_FEATURES},
     **{c: "float64" for c in FLAG_FEATURES},

@@ -7,7 +7,6 @@ data is read in place (STREAMFLOW_COURSE_SEEDS overrides the location) and never
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -34,19 +33,20 @@ from streamflow.monitoring.drift import (
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, drift_metrics_registry, push_drift_metrics
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
 
-SEEDS = Path(os.environ.get("STREAMFLOW_COURSE_SEEDS", "/work/shared/data/streamflow-course/seeds"))
+from ..conftest import COURSE_SEEDS
+
 AS_OF = {"month_000": "2024-01-31", "month_001": "2024-02-29"}
 REF, CUR = AS_OF["month_000"], AS_OF["month_001"]
-PUSHGATEWAY_BIN = os.environ.get("PUSHGATEWAY_BIN", "/usr/bin/prometheus-pushgateway")
+PUSHGATEWAY_BIN = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 
-pytestmark = pytest.mark.skipif(not (SEEDS / "month_001").is_dir(), reason=f"course seeds not found at {SEEDS}")
+pytestmark = pytest.mark.usefixtures("course_seeds")  # fails (never skips) when the course data is missing
 
 _BOOL = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0}
 
 
 def course_frame(month: str) -> pd.DataFrame:
     """The point-in-time frame of one course month: user_id, event_timestamp, FEATURES, churn_label."""
-    d = SEEDS / month
+    d = COURSE_SEEDS / month
     df = pd.read_csv(d / "subscriptions.csv")
     for name in ("usage_agg_30d", "payments_agg_90d", "support_agg_90d", "labels"):
         df = df.merge(pd.read_csv(d / f"{name}.csv"), on=ENTITY, how="inner", validate="one_to_one")
@@ -283,8 +283,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[str]:
-    if not (Path(PUSHGATEWAY_BIN).is_file() or shutil.which(PUSHGATEWAY_BIN)):
-        pytest.skip(f"{PUSHGATEWAY_BIN} not installed")
+    if PUSHGATEWAY_BIN is None:
+        pytest.fail("prometheus-pushgateway is not installed (Debian: apt-get install prometheus-pushgateway)")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "pushgateway.log").open("wb")

@@ -36,6 +36,7 @@ os.environ.setdefault("PREFECT_HOME", str(Path(tempfile.gettempdir()) / f"stream
 import pytest
 from mlflow import MlflowClient
 
+from streamflow.dates import month_as_of
 from streamflow.db.engine import stop_embedded
 from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows import monitor as monitor_mod
@@ -51,7 +52,7 @@ from streamflow.observability.prometheus_local import (
 )
 from streamflow.schema import FEATURES
 from streamflow.seeds.drift import parse_drift_option
-from streamflow.seeds.generator import generate_months, month_as_of
+from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version
 from streamflow.training.train import train_model
@@ -317,17 +318,9 @@ def test_schema_mismatch_is_a_clear_error(
         run_flow(course_stack.settings, as_of_ref=REF, as_of_cur=CUR, report_dir=str(tmp_path))
 
 
-def _cli_has_monitor() -> bool:
-    from streamflow.cli import app
-
-    return any((c.name or (c.callback.__name__ if c.callback else "")) == "monitor" for c in app.registered_commands)
-
-
 def test_cli_monitor(course_stack: Stack, prefect_server: None, tmp_path: Path) -> None:
-    """`python -m streamflow monitor` in a subprocess (once the lead has wired the command), talking
-    to this module's Prefect test server (no second server start)."""
-    if not _cli_has_monitor():
-        pytest.skip("`streamflow monitor` is not wired in cli.py yet (monitor_command is tested directly)")
+    """`python -m streamflow monitor` in a subprocess, talking to this module's Prefect test server
+    (no second server start)."""
     from prefect.settings import PREFECT_API_URL
 
     env = course_stack.env()
@@ -449,3 +442,10 @@ def test_scheduled_pipeline_ingests_newest_month_then_monitors(
         # idempotent: a second run (e.g. a retried schedule) does not ingest the month again
         again = ingest_newest_month.fn(str(planted.seeds), "2024-01-31")
         assert again == {"month_dir": str(planted.months[2]), "as_of": "2024-03-31", "ingested": False}
+
+
+def test_newest_month_course_layout(course_seeds: Path) -> None:
+    """The schedule's month discovery on the course's own folder layout."""
+    from streamflow.flows.schedule import newest_month
+
+    assert newest_month(course_seeds) == (course_seeds / "month_001", date(2024, 2, 29))

@@ -210,7 +210,7 @@ class Stack:
 
 def require_binaries() -> None:
     if PROMETHEUS_BIN is None or PUSHGATEWAY_BIN is None:
-        pytest.skip(
+        pytest.fail(
             "prometheus / prometheus-pushgateway not on PATH (apt-get install prometheus prometheus-pushgateway)"
         )
 

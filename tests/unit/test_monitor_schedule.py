@@ -47,13 +47,6 @@ def test_newest_month(seeds: Path) -> None:
     assert newest_month(seeds, "2023-12-31")[1] == date(2024, 10, 31)
 
 
-def test_newest_month_course_layout() -> None:
-    course = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "streamflow-course" / "seeds"
-    if not (course / "month_001").is_dir():
-        pytest.skip("course seeds not available")
-    assert newest_month(course) == (course / "month_001", date(2024, 2, 29))
-
-
 def test_no_month_folder(tmp_path: Path) -> None:
     with pytest.raises(NoMonthError, match="no month_NNN folder"):
         newest_month(tmp_path)

@@ -14,13 +14,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from streamflow import schema
+from streamflow.dates import month_as_of, month_dir_name
 from streamflow.seeds.generator import (
     DriftSpec,
     NumericDrift,
     generate_months,
     iter_months,
-    month_as_of,
-    month_dir_name,
     parse_drift_option,
 )
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from streamflow.dates import as_of_timestamp, parse_as_of
 from streamflow.db.engine import get_engine
-from streamflow.ingest.loader import as_of_timestamp, parse_as_of
 from streamflow.schema import CATEGORICAL_FEATURES, ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
 from streamflow.settings import Settings
 

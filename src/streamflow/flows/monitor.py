@@ -35,8 +35,8 @@ prefect_environment(get_settings())
 
 from prefect import flow, task  # noqa: E402
 
+from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF, parse_as_of  # noqa: E402
 from streamflow.features.dataset import EmptySnapshotError, build_point_in_time_dataset, snapshot_dates  # noqa: E402
-from streamflow.ingest.loader import parse_as_of  # noqa: E402
 from streamflow.monitoring import decision as decision_lib  # noqa: E402
 from streamflow.monitoring import drift as drift_lib  # noqa: E402
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, push_drift_metrics  # noqa: E402
@@ -45,8 +45,8 @@ from streamflow.schema import LABEL  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-AS_OF_REF_DEFAULT = "2024-01-31"  # month_000 of the course
-AS_OF_CUR_DEFAULT = "2024-02-29"  # month_001 of the course
+AS_OF_REF_DEFAULT = DEMO_REF_AS_OF  # month_000 of the course
+AS_OF_CUR_DEFAULT = DEMO_CUR_AS_OF  # month_001 of the course
 PUSH_TIMEOUT_S = 5.0
 
 EXIT_OK = 0

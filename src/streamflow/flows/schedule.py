@@ -34,17 +34,17 @@ from prefect import flow, task  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 from prefect.types.entrypoint import EntrypointType  # noqa: E402
 
+from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of  # noqa: E402
 from streamflow.features.dataset import snapshot_dates  # noqa: E402
 from streamflow.flows.monitor import current_settings, monitor_month, say  # noqa: E402
-from streamflow.ingest.loader import ingest_month, parse_as_of  # noqa: E402
-from streamflow.seeds.generator import month_as_of  # noqa: E402
+from streamflow.ingest.loader import ingest_month  # noqa: E402
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DEFAULT_CRON = "0 6 1 * *"
 DEFAULT_TIMEZONE = "UTC"
-START_AS_OF = "2024-01-31"  # as_of of month_000 (course convention)
+START_AS_OF = DEMO_REF_AS_OF  # as_of of month_000 (course convention)
 PIPELINE_DEPLOYMENT = "streamflow-monthly"
 MONITOR_DEPLOYMENT = "monitor-on-demand"
 TAGS = ["streamflow", "monitoring"]

@@ -9,13 +9,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
+from streamflow.dates import as_of_timestamp, parse_as_of
 from streamflow.db.engine import get_engine, libpq_url
 from streamflow.db.schema import migrate
 from streamflow.ingest.validation import ValidationError, read_month, validate_month
@@ -26,25 +27,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-# Snapshot column lists: what each snapshot table keeps from its source (besides user_id).
-SNAPSHOT_COLUMNS: dict[str, list[str]] = {
-    "subscriptions": [
-        "months_active",
-        "monthly_fee",
-        "paperless_billing",
-        "plan_stream_tv",
-        "plan_stream_movies",
-        "net_service",
-        "contract_type",
-        "total_paid",
-    ],
-    "usage_agg_30d": ["watch_hours_30d", "avg_session_mins_7d", "unique_devices_30d", "skips_7d", "rebuffer_events_7d"],
-    "payments_agg_90d": ["failed_payments_90d"],
-    "support_agg_90d": ["support_tickets_90d", "ticket_avg_resolution_hrs_90d"],
-    "labels": ["churn_label"],
-}
-
-
 @dataclass
 class IngestResult:
     as_of: date
@@ -54,20 +36,6 @@ class IngestResult:
     seconds_load: float = 0.0
     seconds_materialize: float = 0.0
     materialized_as_of: date | None = None
-
-
-def parse_as_of(value: str | date) -> date:
-    """as_of must be a real calendar date (YYYY-MM-DD); it is only ever a bound parameter."""
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise ValueError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from exc
-
-
-def as_of_timestamp(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def ensure_schema(settings: Settings) -> sa.Engine:
@@ -119,7 +87,7 @@ def _upsert_live(cur: psycopg.Cursor, table: SourceTable) -> None:
 def _stamp_snapshot(cur: psycopg.Cursor, table: SourceTable, ts: datetime) -> None:
     assert table.snapshot_table is not None
     snap = sql.Identifier(table.snapshot_table)
-    cols = SNAPSHOT_COLUMNS[table.name]
+    cols = table.snapshot_columns
     cur.execute(sql.SQL("DELETE FROM {} WHERE as_of = %s").format(snap), (ts,))
     cur.execute(
         sql.SQL("INSERT INTO {snap} (user_id, as_of, {cols}) SELECT user_id, %s, {cols} FROM {stg}").format(

@@ -33,10 +33,10 @@ from streamflow.schema import (
     FEATURES,
     FLAG_FEATURES,
     LABEL,
+    NUMERIC_FEATURES,
     TIMESTAMP,
 )
 
-NUMERICAL_FEATURES: list[str] = [f for f in FEATURES if f not in CATEGORICAL_FEATURES and f not in FLAG_FEATURES]
 EVIDENTLY_CATEGORICAL: list[str] = [*CATEGORICAL_FEATURES, *FLAG_FEATURES, LABEL]
 REQUIRED_COLUMNS: list[str] = [ENTITY, TIMESTAMP, *FEATURES, LABEL]
 
@@ -273,7 +273,7 @@ def _data_definition() -> Any:
     return DataDefinition(
         id_column=ENTITY,
         timestamp=TIMESTAMP,
-        numerical_columns=list(NUMERICAL_FEATURES),
+        numerical_columns=list(NUMERIC_FEATURES),
         categorical_columns=list(EVIDENTLY_CATEGORICAL),
     )
 

@@ -26,8 +26,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from streamflow.dates import parse_as_of
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.ingest.loader import parse_as_of
 from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version, promote
 from streamflow.training.train import evaluate, train_model

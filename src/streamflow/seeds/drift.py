@@ -33,19 +33,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from streamflow.schema import NUMERIC_FEATURES
 from streamflow.seeds.calibration import CONTRACT_TYPES, NET_SERVICES
 
-NUMERIC_DRIFT_COLUMNS: tuple[str, ...] = (
-    "monthly_fee",
-    "watch_hours_30d",
-    "avg_session_mins_7d",
-    "unique_devices_30d",
-    "skips_7d",
-    "rebuffer_events_7d",
-    "failed_payments_90d",
-    "support_tickets_90d",
-    "ticket_avg_resolution_hrs_90d",
-)
+# months_active is not drawn (it grows by one each month): every other numeric feature can drift.
+NUMERIC_DRIFT_COLUMNS: tuple[str, ...] = tuple(f for f in NUMERIC_FEATURES if f != "months_active")
 CATEGORICAL_DRIFT_COLUMNS: dict[str, tuple[str, ...]] = {
     "net_service": NET_SERVICES,
     "contract_type": CONTRACT_TYPES,

@@ -17,7 +17,6 @@ drift leaves every undrifted column byte-identical.
 
 from __future__ import annotations
 
-import calendar
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from streamflow import schema
+from streamflow.dates import COURSE_START_AS_OF, month_as_of, month_dir_name
 from streamflow.seeds import calibration as cal
 from streamflow.seeds.drift import (
     CATEGORICAL_DRIFT_COLUMNS,
@@ -47,8 +47,6 @@ __all__ = [
     "NumericDrift",
     "generate_months",
     "iter_months",
-    "month_as_of",
-    "month_dir_name",
     "parse_drift_option",
     "write_csv",
 ]
@@ -63,22 +61,6 @@ _NO_NET = cal.NET_SERVICES.index("No")
 _LETTERS = 26**5
 _ID_SPACE = 10_000 * _LETTERS
 _FEE_CENTER = 65.0
-
-
-def month_dir_name(month: int) -> str:
-    """``month_000``-style directory name of month index ``month``."""
-    return f"month_{month:03d}"
-
-
-def month_as_of(start_as_of: date, month: int) -> date:
-    """The as-of date of month index ``month``: ``start_as_of`` plus ``month`` calendar months
-    (a month-end start stays on month ends)."""
-    y, m = divmod(start_as_of.month - 1 + month, 12)
-    year, mon = start_as_of.year + y, m + 1
-    last = calendar.monthrange(year, mon)[1]
-    start_last = calendar.monthrange(start_as_of.year, start_as_of.month)[1]
-    day = last if start_as_of.day == start_last else min(start_as_of.day, last)
-    return date(year, mon, day)
 
 
 @dataclass(frozen=True)
@@ -493,7 +475,7 @@ def iter_months(
     users: int,
     seed: int,
     drift: DriftSpec | None = None,
-    start_as_of: date = date(2024, 1, 31),
+    start_as_of: date = COURSE_START_AS_OF,
 ) -> Iterator[MonthData]:
     """Yield months ``0..months-1`` as in-memory tables (what ``generate_months`` writes)."""
     if months < 1 or users < 1:
@@ -513,7 +495,7 @@ def generate_months(
     users: int,
     seed: int,
     drift: DriftSpec | None = None,
-    start_as_of: date = date(2024, 1, 31),
+    start_as_of: date = COURSE_START_AS_OF,
     progress: Progress | None = None,
 ) -> list[Path]:
     """Write ``out_dir/month_000 …`` (six CSVs each, course format) and return the month directories."""

@@ -9,10 +9,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from streamflow.schema import CATEGORICAL_FEATURES, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.schema import CATEGORICAL_FEATURES, FLAG_FEATURES, NUMERIC_FEATURES
 from streamflow.settings import Settings
-
-NUMERIC_FEATURES: list[str] = [*INT_FEATURES, *FLOAT_FEATURES]
 
 
 def build_pipeline(settings: Settings, n_jobs: int = -1) -> Pipeline:

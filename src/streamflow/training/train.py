@@ -20,8 +20,8 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from streamflow.dates import parse_as_of
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.ingest.loader import parse_as_of
 from streamflow.schema import FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
 from streamflow.training.pipeline import build_pipeline
