@@ -2,10 +2,11 @@
 
     docker compose exec -e REPORT_DIR=/reports/evidently prefect python /opt/prefect/flows/monitor_flow.py
 
-A thin wrapper: the flow ``monitor_month`` and its tasks (build_dataset, compute_target_drift,
-run_evidently, decide_action) live in ``streamflow.flows.monitor``; this file only parses the
-optional arguments and runs it with the environment's settings (``STREAMFLOW_*``, ``REPORT_DIR``,
-``PREFECT_API_URL``). Same output and exit codes as ``streamflow monitor``.
+A thin wrapper around `streamflow monitor`: the flow ``monitor_month`` and its tasks (build_dataset,
+compute_target_drift, run_evidently, decide_action, …) live in ``streamflow.flows.monitor`` and
+``streamflow.monitoring.monitor``; this file only parses the course's optional arguments and runs the
+CLI command with the environment's settings (``STREAMFLOW_*``, ``REPORT_DIR``, ``PREFECT_API_URL``).
+Same output and exit codes as ``streamflow monitor`` (0 ok, 2 bad input, 1 failure).
 
     python monitor_flow.py [--ref 2024-01-31] [--cur 2024-02-29] [--threshold 0.3] [--retrain] [--json]
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-AS_OF_REF_DEFAULT = "2024-01-31"
-AS_OF_CUR_DEFAULT = "2024-02-29"
+from streamflow.dates import DEMO_CUR_AS_OF as AS_OF_CUR_DEFAULT
+from streamflow.dates import DEMO_REF_AS_OF as AS_OF_REF_DEFAULT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,18 +32,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def cli_arguments(args: argparse.Namespace) -> list[str]:
+    """The `streamflow monitor` command line equivalent to the course's arguments."""
+    argv = ["monitor", "--ref", args.ref, "--cur", args.cur]
+    if args.threshold is not None:
+        argv += ["--threshold", repr(args.threshold)]
+    if args.retrain:
+        argv.append("--retrain")
+    if args.json:
+        argv.append("--json")
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from streamflow.flows import prefect_environment
-    from streamflow.logging_setup import setup_logging
-    from streamflow.settings import get_settings
+    from streamflow.cli import app
 
-    setup_logging()
-    settings = get_settings()
-    prefect_environment(settings)  # before prefect is imported
-    from streamflow.flows.monitor import monitor_command
-
-    return monitor_command(args.ref, args.cur, args.threshold, args.retrain, args.json, settings)
+    try:
+        app(cli_arguments(parse_args(argv)), prog_name="monitor_flow.py")
+    except SystemExit as exc:  # Typer always exits; its code is ours (0, 1 or 2)
+        return int(exc.code or 0)
+    return 0
 
 
 if __name__ == "__main__":

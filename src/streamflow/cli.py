@@ -1,19 +1,32 @@
 """The front door: `streamflow --help`. Commands only parse input, call the library
-and format output."""
+and format output.
+
+Exit codes (every command): 0 ok; 2 bad input (a message names what is wrong; nothing was
+written); 1 an operational failure or a bug (one line; the traceback is logged at DEBUG);
+130 interrupted. Every command goes through :func:`command`, the one place errors become exit
+codes (see ``streamflow.errors``)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
+from streamflow.errors import ExitCode, StreamflowError
 from streamflow.logging_setup import setup_logging
 from streamflow.settings import Settings, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("streamflow.cli")
 
 app = typer.Typer(
     help="StreamFlow: observable churn prediction (ingest → features → train → serve → monitor).",
@@ -27,16 +40,47 @@ out = Console()
 
 
 def _settings() -> Settings:
-    setup_logging()
-    return get_settings()
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    return settings
 
 
-def _fail(msg: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(code)
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """One ``error: …`` line on stderr, then exit with ``code``."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(int(code))
 
 
-@app.command()
+def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command whose errors all end the same way: StreamFlow errors with their own exit
+    code and message (2 for bad input, 1 otherwise), anything else as one line naming the exception
+    (exit 1) with the traceback in the DEBUG log. Never a traceback on the terminal."""
+
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*a: Any, **kw: Any) -> Any:
+            try:
+                return fn(*a, **kw)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except StreamflowError as exc:
+                fail(str(exc), exc.exit_code)
+            except Exception as exc:
+                log.debug("event=internal_error command=%s", fn.__name__, exc_info=exc)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                fail(
+                    f"internal error in `{fn.__name__}`: {type(exc).__name__}: {first} "
+                    "(STREAMFLOW_LOG_LEVEL=DEBUG shows the traceback)",
+                    ExitCode.INTERNAL,
+                )
+
+        typer_app.command(*args, **kwargs)(run)
+        return fn
+
+    return register
+
+
+@command(app)
 def ingest(
     month_dir: Annotated[Path, typer.Argument(help="Directory with the six CSVs of one month.")],
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD.")],
@@ -45,17 +89,14 @@ def ingest(
     """Validate one month's CSVs, upsert the live tables and stamp the snapshots (one transaction)."""
     from streamflow.dates import parse_as_of
     from streamflow.ingest.loader import ingest_month
-    from streamflow.ingest.validation import ValidationError
 
     settings = _settings()
+    parse_as_of(as_of)
     try:
-        parse_as_of(as_of)
         with console.status("ingesting…") as status:
             result = ingest_month(month_dir, as_of, settings, materialize=materialize, progress=status.update)
-    except ValidationError as exc:
-        _fail(str(exc), 2)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc), 2)
+    except FileNotFoundError as exc:
+        fail(str(exc), ExitCode.BAD_INPUT)
     table = Table(title=f"ingested {result.month_dir} as of {result.as_of}")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -72,7 +113,7 @@ def ingest(
     )
 
 
-@app.command()
+@command(app)
 def materialize() -> None:
     """Apply the Feast definitions and load the latest snapshot of every user online."""
     from streamflow.features.store import materialize_latest
@@ -81,21 +122,17 @@ def materialize() -> None:
     out.print(f"online store holds as_of={latest}")
 
 
-@app.command()
+@command(app)
 def train(
     as_of: Annotated[str, typer.Option("--as-of", help="Train on this month's snapshot and labels.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train the RandomForest baseline, log it to MLflow and register a version."""
-    from streamflow.features.dataset import EmptySnapshotError
     from streamflow.training.train import dump_json, train_model
 
     settings = _settings()
-    try:
-        with console.status("training…") as status:
-            result = train_model(as_of, settings, progress=status.update)
-    except (EmptySnapshotError, ValueError) as exc:
-        _fail(str(exc), 2)
+    with console.status("training…") as status:
+        result = train_model(as_of, settings, progress=status.update)
     if json_out:
         out.print_json(dump_json(result))
         return
@@ -107,7 +144,7 @@ def train(
     )
 
 
-@app.command()
+@command(app)
 def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Snapshots per as_of (row counts, churn rate) and registered model versions."""
     from streamflow.status import system_status
@@ -139,7 +176,7 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
     out.print(models)
 
 
-@seeds_app.command("generate")
+@command(seeds_app, "generate")
 def seeds_generate(
     out: Annotated[Path, typer.Option("--out", help="Output directory (month_000, month_001, …).")],
     months: Annotated[int, typer.Option("--months", min=1, max=120)] = 2,
@@ -154,18 +191,15 @@ def seeds_generate(
     from streamflow.seeds.drift import parse_drift_option
     from streamflow.seeds.generator import generate_months
 
-    setup_logging()
-    try:
-        spec = parse_drift_option(drift) if drift else None
-        with console.status("generating…") as st:
-            dirs = generate_months(out, months=months, users=users, seed=seed, drift=spec, progress=st.update)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    _settings()
+    spec = parse_drift_option(drift) if drift else None
+    with console.status("generating…") as st:
+        dirs = generate_months(out, months=months, users=users, seed=seed, drift=spec, progress=st.update)
     for d in dirs:
         console.print(f"wrote {d}")
 
 
-@app.command()
+@command(app)
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings, 8000).")] = None,
@@ -177,7 +211,7 @@ def serve(
     run_server(_settings(), host=host, port=port, workers=workers)
 
 
-@app.command()
+@command(app)
 def load(
     url: Annotated[str | None, typer.Option(help="API base URL (loopback or the configured one).")] = None,
     requests: Annotated[int, typer.Option("--requests", min=1, max=1_000_000)] = 1000,
@@ -187,52 +221,95 @@ def load(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Send bounded /predict traffic for real user_ids and summarise it (count, errors, RPS, p50/p95/p99)."""
-    from streamflow.loadgen import LoadTargetError, run_load
+    from streamflow.loadgen import run_load
 
     settings = _settings()
-    try:
-        summary = run_load(
-            url or settings.resolved_api_url,
-            requests=requests,
-            concurrency=concurrency,
-            rps=rps,
-            duration=duration,
-            settings=settings,
-            show_progress=not json_out,
-            console=console,
-        )
-    except LoadTargetError as exc:
-        _fail(str(exc), 2)
+    summary = run_load(
+        url or settings.resolved_api_url,
+        requests=requests,
+        concurrency=concurrency,
+        rps=rps,
+        duration=duration,
+        settings=settings,
+        show_progress=not json_out,
+        console=console,
+    )
     if json_out:
         out.print_json(summary.to_json())
     else:
         out.print(summary.table())
     if summary.ok == 0:
-        raise typer.Exit(1)
+        fail(f"no request succeeded ({summary.error_count} errors)", ExitCode.INTERNAL)
 
 
-@app.command()
+@command(app)
 def monitor(
-    ref: Annotated[str, typer.Option("--ref", help="Reference month (as_of).")] = "2024-01-31",
-    cur: Annotated[str, typer.Option("--cur", help="Current month (as_of).")] = "2024-02-29",
+    ref: Annotated[str, typer.Option("--ref", help="Reference month (as_of).")] = DEMO_REF_AS_OF,
+    cur: Annotated[str, typer.Option("--cur", help="Current month (as_of).")] = DEMO_CUR_AS_OF,
     threshold: Annotated[float | None, typer.Option(help="drift_share threshold (default: settings, 0.3).")] = None,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Really retrain (and maybe promote) when triggered.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the drift summary as JSON.")] = False,
+    orchestrator: Annotated[
+        str | None,
+        typer.Option(help="auto (Prefect, or directly if Prefect cannot start), prefect, none. Default: settings."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (progress goes to stderr).")
+    ] = False,
 ) -> None:
     """Evidently drift report ref vs cur → drift_share, target drift → decision (Prefect flow monitor_month)."""
-    from streamflow.flows import prefect_environment
+    run_monitor_command(
+        _settings(),
+        ref=ref,
+        cur=cur,
+        threshold=threshold,
+        retrain=retrain,
+        orchestrator=orchestrator,
+        json_out=json_out,
+    )
 
-    settings = _settings()
-    prefect_environment(settings)
-    from streamflow.flows.monitor import monitor_command
 
-    code = monitor_command(ref, cur, threshold, retrain, json_out, settings)
-    raise typer.Exit(code)
+def run_monitor_command(
+    settings: Settings,
+    *,
+    ref: str,
+    cur: str,
+    threshold: float | None,
+    retrain: bool,
+    orchestrator: str | None,
+    json_out: bool,
+) -> None:
+    """`streamflow monitor` (also the course's services/prefect/monitor_flow.py). Without ``--json``
+    the last stdout line is the course's decision line; with it the progress lines go to stderr and
+    stdout holds only the JSON summary."""
+    from streamflow.flows import run_monitor_with
+    from streamflow.monitoring.monitor import MonitorInputError, MonitorRequest, check_snapshots, json_safe
+
+    how = orchestrator or settings.orchestrator
+    if how not in ("auto", "prefect", "none"):
+        raise MonitorInputError(f"--orchestrator must be auto, prefect or none, got {how!r}")
+    request = MonitorRequest.build(
+        settings,
+        as_of_ref=ref,
+        as_of_cur=cur,
+        threshold=threshold,
+        retrain=retrain,
+        ref_label="--ref",
+        cur_label="--cur",
+    )
+    check_snapshots(settings, {"--ref": request.as_of_ref, "--cur": request.as_of_cur})
+    stream = sys.stderr if json_out else sys.stdout
+
+    def emit(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    summary, _ = run_monitor_with(how, request, settings, emit=emit)  # type: ignore[arg-type]
+    if json_out:
+        print(json.dumps(json_safe(summary), indent=2, allow_nan=False), flush=True)
 
 
-@app.command()
+@command(app)
 def schedule(
     seeds: Annotated[Path, typer.Option(help="Directory where new month_NNN folders arrive.")],
     cron: Annotated[str, typer.Option(help="Cron of the monthly run.")] = "0 6 1 * *",
@@ -242,13 +319,13 @@ def schedule(
     from streamflow.flows import prefect_environment
 
     settings = _settings()
-    prefect_environment(settings)
+    prefect_environment(settings)  # before Prefect is imported
     from streamflow.flows.schedule import serve_schedules
 
     serve_schedules(settings, seeds, cron=cron, retrain=retrain)
 
 
-@app.command()
+@command(app)
 def demo(
     seeds: Annotated[
         Path | None, typer.Option(help="Use these seeds (month_000, month_001) instead of generating.")
@@ -264,23 +341,19 @@ def demo(
     """Run the whole loop on the embedded default; leaves the API (and Prometheus) running."""
     from streamflow.demo import run_demo
 
-    settings = _settings()
-    try:
-        run_demo(
-            settings,
-            out,
-            seeds=seeds,
-            users=users,
-            requests=requests,
-            concurrency=concurrency,
-            rps=rps or None,
-            drift=drift,
-        )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+    run_demo(
+        _settings(),
+        out,
+        seeds=seeds,
+        users=users,
+        requests=requests,
+        concurrency=concurrency,
+        rps=rps or None,
+        drift=drift,
+    )
 
 
-@app.command()
+@command(app)
 def bootstrap(
     seeds: Annotated[Path | None, typer.Option(help="Use these seeds instead of generating.")] = None,
     users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
@@ -288,14 +361,10 @@ def bootstrap(
     """Seeds → ingest both months → train if no production model exists (idempotent; compose `init`)."""
     from streamflow.demo import bootstrap as run_bootstrap
 
-    settings = _settings()
-    try:
-        run_bootstrap(settings, out, seeds=seeds, users=users)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    run_bootstrap(_settings(), out, seeds=seeds, users=users)
 
 
-@app.command()
+@command(app)
 def down() -> None:
     """Stop exactly the processes `demo` / `up` started (API, Prometheus, Pushgateway, embedded DB)."""
     from streamflow.runtime import stop_everything
@@ -304,7 +373,7 @@ def down() -> None:
     out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
-@app.command()
+@command(app)
 def report(
     minutes: Annotated[float, typer.Option(help="Time window of the charts.")] = 30,
     prometheus_url: Annotated[str | None, typer.Option(help="Prometheus to query (default: settings).")] = None,
@@ -322,8 +391,9 @@ def report(
     out.print(f"wrote {md} and {md.with_suffix('.html')}")
 
 
-def main() -> None:  # pragma: no cover
+def main() -> None:  # pragma: no cover - the console script
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        console.print("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -1,16 +1,22 @@
 """Month dates of StreamFlow: parsing an ``as_of``, its snapshot timestamp, month arithmetic and
-the two course months the demo and the defaults use. A leaf module: it imports nothing of ours."""
+the two course months the demo and the defaults use. A leaf module: it imports only ``streamflow.errors``."""
 
 from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime
 
+from streamflow.errors import InputError
+
 # The course's two months (month_000, month_001): the demo, `bootstrap` and the monitor's defaults.
 COURSE_START_AS_OF = date(2024, 1, 31)
 DEMO_REF_AS_OF = "2024-01-31"
 DEMO_CUR_AS_OF = "2024-02-29"
 DEMO_MONTHS: dict[str, str] = {"month_000": DEMO_REF_AS_OF, "month_001": DEMO_CUR_AS_OF}
+
+
+class InvalidDateError(InputError, ValueError):
+    """An as_of that is not a real YYYY-MM-DD calendar date."""
 
 
 def parse_as_of(value: str | date) -> date:
@@ -22,7 +28,7 @@ def parse_as_of(value: str | date) -> date:
     try:
         return date.fromisoformat(value.strip())
     except (AttributeError, ValueError) as exc:
-        raise ValueError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from exc
+        raise InvalidDateError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from exc
 
 
 def as_of_timestamp(d: date) -> datetime:

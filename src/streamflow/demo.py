@@ -20,7 +20,6 @@ from streamflow.settings import Settings
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class DemoOutcome:
     urls: dict[str, str] = field(default_factory=dict)
@@ -102,15 +101,16 @@ def run_demo(
 
     # 7. drift --------------------------------------------------------------------------
     header(f"drift monitor: {DEMO_REF_AS_OF} vs {DEMO_CUR_AS_OF} (Evidently)")
-    from streamflow.flows import prefect_environment
+    from streamflow.flows import run_monitor_with
+    from streamflow.monitoring.monitor import MonitorRequest
 
-    prefect_environment(settings)
-    from streamflow.flows.monitor import monitor_month, using_settings
-
-    with using_settings(settings):
-        drift_summary = monitor_month(
-            as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF, threshold=settings.drift_threshold
-        )
+    request = MonitorRequest.build(settings, as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF)
+    drift_summary, _ = run_monitor_with(
+        settings.orchestrator,
+        request,
+        settings,
+        emit=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+    )
     outcome.urls["Drift report"] = str(drift_summary["report_html"])
 
     # 8. monitoring report --------------------------------------------------------------

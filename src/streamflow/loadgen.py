@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamflow.errors import InputError
 from streamflow.settings import Settings
 
 MAX_REQUESTS = 1_000_000
@@ -29,7 +30,7 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 PREDICT_PATH = "/predict"
 
 
-class LoadTargetError(ValueError):
+class LoadTargetError(InputError, ValueError):
     """The URL is neither loopback nor the configured API URL."""
 
 
@@ -117,7 +118,7 @@ def load_user_ids(settings: Settings) -> list[str]:
     with get_engine(settings).connect() as conn:
         ids = [str(r[0]) for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]
     if not ids:
-        raise RuntimeError("no users in the database: ingest a month first (streamflow ingest)")
+        raise LoadTargetError("no users in the database: ingest a month first (streamflow ingest)")
     return ids
 
 
@@ -202,13 +203,13 @@ def run_load(
     connections, at most ``rps`` per second, for at most ``duration`` seconds. Shows a
     progress bar (``show_progress``); print ``summary.table()`` for the closing summary."""
     if not 1 <= requests <= MAX_REQUESTS:
-        raise ValueError(f"requests must be within 1..{MAX_REQUESTS}")
+        raise LoadTargetError(f"requests must be within 1..{MAX_REQUESTS}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency must be within 1..{MAX_CONCURRENCY}")
+        raise LoadTargetError(f"concurrency must be within 1..{MAX_CONCURRENCY}")
     if rps is not None and rps <= 0:
-        raise ValueError("rps must be positive")
+        raise LoadTargetError("rps must be positive")
     if duration is not None and not 0 < duration <= MAX_DURATION_SECONDS:
-        raise ValueError(f"duration must be within (0, {MAX_DURATION_SECONDS:g}] seconds")
+        raise LoadTargetError(f"duration must be within (0, {MAX_DURATION_SECONDS:g}] seconds")
     target = check_target(url, settings)
     if user_ids is None:
         from streamflow.settings import get_settings
@@ -216,7 +217,7 @@ def run_load(
         user_ids = load_user_ids(settings or get_settings())
     user_ids = [u for u in user_ids if u]
     if not user_ids:
-        raise ValueError("no user ids to send")
+        raise LoadTargetError("no user ids to send")
     deadline = duration if duration is not None else MAX_DURATION_SECONDS
     console = console or Console(stderr=True)
 

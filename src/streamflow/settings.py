@@ -1,21 +1,23 @@
 """The one settings object of StreamFlow (env prefix ``STREAMFLOW_``).
 
-Every path, URL and tunable lives here; code asks ``get_settings()`` instead of
-reading the environment or hard-coding locations.
+Every path, URL and tunable lives here; code asks ``get_settings()`` (or is handed a
+``Settings``) instead of reading the environment or hard-coding locations. Two variables
+keep the names other tools give them: ``MLFLOW_TRACKING_URI`` (MLflow's own, wins over
+``STREAMFLOW_MLFLOW_TRACKING_URI``) and ``REPORT_DIR`` (the course's, wins over
+``STREAMFLOW_REPORT_DIR``).
 """
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STREAMFLOW_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(Path(".streamflow"), description="All local state lives below this directory.")
     database_url: str | None = Field(
@@ -24,8 +26,12 @@ class Settings(BaseSettings):
     )
     db_sslmode: str = Field("disable", description="sslmode used by Feast's PostgreSQL stores.")
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of our key=value logs.")
+
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; MLFLOW_TRACKING_URI also overrides. Unset: sqlite under home."
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "STREAMFLOW_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking + registry URI (MLFLOW_TRACKING_URI wins). Unset: sqlite under home.",
     )
     model_name: str = "streamflow_churn"
     model_alias: str = "production"
@@ -48,6 +54,17 @@ class Settings(BaseSettings):
         None, description="Checkout holding services/ (prometheus rules, dashboards); found automatically if unset."
     )
 
+    report_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("REPORT_DIR", "STREAMFLOW_REPORT_DIR"),
+        description="Where the Evidently reports go (the course's REPORT_DIR). Unset: home/reports/evidently.",
+    )
+    orchestrator: Literal["auto", "prefect", "none"] = Field(
+        "auto",
+        description="How `monitor` runs: through Prefect (falling back to a direct run when Prefect cannot start, "
+        "auto), always through Prefect, or directly (none).",
+    )
+    prefect_startup_seconds: int = Field(60, ge=1, description="Wait this long for Prefect's local API server.")
     drift_threshold: float = 0.3
     promote_min_delta: float = Field(0.0, description="Candidate AUC must beat production by more than this.")
 
@@ -55,6 +72,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     # Derived locations -------------------------------------------------------------
     @property
@@ -75,7 +97,7 @@ class Settings(BaseSettings):
 
     @property
     def evidently_dir(self) -> Path:
-        return Path(os.environ.get("REPORT_DIR") or self.reports_dir / "evidently")
+        return self.report_dir or self.reports_dir / "evidently"
 
     @property
     def run_dir(self) -> Path:
@@ -84,9 +106,6 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        env = os.environ.get("MLFLOW_TRACKING_URI")
-        if env:
-            return env
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
@@ -104,6 +123,6 @@ class Settings(BaseSettings):
         return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
 
 
-@lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The settings of this process's environment (read afresh: cheap, and never stale)."""
     return Settings()

@@ -3,6 +3,7 @@ MLflow registry under a temporary STREAMFLOW_HOME. Everything started is stopped
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,24 @@ def _no_outside_mlflow_uri() -> Iterator[None]:
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+@contextlib.contextmanager
+def environment_of(settings: Settings) -> Iterator[None]:
+    """Run the body with ``settings`` as this process's environment: what a deployed Prefect flow
+    (or any `get_settings()` caller) sees. Every field that differs from its default is exported."""
+    saved = os.environ.copy()
+    try:
+        for name, value in settings.model_dump(exclude_defaults=True).items():
+            os.environ[f"STREAMFLOW_{name.upper()}"] = str(value)
+        if settings.mlflow_tracking_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if settings.report_dir is None:
+            os.environ.pop("REPORT_DIR", None)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def make_settings(home: Path, **overrides: object) -> Settings:

@@ -34,15 +34,18 @@ from typing import Any
 os.environ.setdefault("PREFECT_HOME", str(Path(tempfile.gettempdir()) / f"streamflow-test-prefect-{os.getuid()}"))
 
 import pytest
+from click.testing import Result
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
+from streamflow.cli import app
 from streamflow.dates import month_as_of
 from streamflow.db.engine import stop_embedded
 from streamflow.features.dataset import EmptySnapshotError
-from streamflow.flows import monitor as monitor_mod
-from streamflow.flows.monitor import monitor_command, monitor_month, using_settings
+from streamflow.flows.monitor import monitor_month
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
 from streamflow.ingest.loader import ingest_month
+from streamflow.monitoring import monitor as monitor_mod
 from streamflow.monitoring.drift import DriftInputError
 from streamflow.observability.prometheus_local import (
     PrometheusClient,
@@ -57,7 +60,7 @@ from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version
 from streamflow.training.train import train_model
 
-from .conftest import Stack, make_settings
+from .conftest import Stack, environment_of, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +86,16 @@ def prefect_server() -> Iterator[None]:
 
 
 def run_flow(settings: Settings, **params: Any) -> dict[str, Any]:
-    with using_settings(settings):
+    """The Prefect flow, run as a deployment would: its settings come from the environment."""
+    with environment_of(settings):
         result: dict[str, Any] = monitor_month(**params)
     return result
+
+
+def run_cli(settings: Settings, *args: str) -> Result:
+    """`streamflow ARGS` in-process, with ``settings`` as the environment (stdout and stderr apart)."""
+    with environment_of(settings):
+        return CliRunner().invoke(app, list(args))
 
 
 def free_port() -> int:
@@ -234,18 +244,16 @@ def test_drift_gauges_in_prometheus(course_run: dict[str, Any], prometheus: Prom
 
 
 def test_triggered_is_simulated_and_push_failure_is_a_warning(
-    course_stack: Stack, prefect_server: None, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    """monitor_command (what `streamflow monitor --threshold 0.05 --json` runs) with an unreachable
-    Pushgateway: exit 0, JSON on stdout, SIMULATED + the push warning + the course line on stderr."""
-    monkeypatch.setenv("REPORT_DIR", str(tmp_path))
+    course_stack: Stack, prefect_server: None, tmp_path: Path
+) -> None:
+    """`streamflow monitor --threshold 0.05 --json` (through Prefect) with an unreachable Pushgateway:
+    exit 0, JSON on stdout, SIMULATED + the push warning + the course line on stderr."""
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = course_stack.settings.model_copy(update={"pushgateway_url": dead})
+    settings = course_stack.settings.model_copy(update={"pushgateway_url": dead, "report_dir": tmp_path})
     before = production_version(settings)
-    rc = monitor_command(REF, CUR, 0.05, False, True, settings)
-    out, err = capfd.readouterr()
-    assert rc == 0, err
+    result = run_cli(settings, "monitor", "--ref", REF, "--cur", CUR, "--threshold", "0.05", "--json")
+    out, err = result.stdout, result.stderr
+    assert result.exit_code == 0, err
     summary = json.loads(out)  # stdout is only the JSON summary
     assert summary["decision"] == "RETRAINING_TRIGGERED"
     assert summary["drift_share"] == pytest.approx(1 / 14)
@@ -270,12 +278,12 @@ def assert_logged_without_traceback(caplog: pytest.LogCaptureFixture, error: str
 
 
 def test_empty_month_is_a_clear_error(
-    course_stack: Stack, prefect_server: None, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    course_stack: Stack, prefect_server: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the command checks the snapshots before starting anything
-    rc = monitor_command("2023-12-31", CUR, None, False, False, course_stack.settings)
-    out, err = capfd.readouterr()
-    assert rc == 2
+    result = run_cli(course_stack.settings, "monitor", "--ref", "2023-12-31", "--cur", CUR)
+    out, err = result.stdout, result.stderr
+    assert result.exit_code == 2
     assert "2023-12-31" in err and "2024-01-31, 2024-02-29" in err
     assert "Traceback" not in out + err
     # the flow itself (deployments, compose) fails on the same input with the library's error,
@@ -284,15 +292,15 @@ def test_empty_month_is_a_clear_error(
     with pytest.raises(EmptySnapshotError, match=r"as_of=2023-12-31 .*2024-01-31, 2024-02-29"):
         run_flow(course_stack.settings, as_of_ref="2023-12-31", as_of_cur=CUR)
     assert_logged_without_traceback(caplog, "EmptySnapshotError")
-    assert monitor_command("2024-02-30", CUR, None, False, False, course_stack.settings) == 2
-    assert monitor_command(REF, CUR, 1.5, False, False, course_stack.settings) == 2
-    _, err = capfd.readouterr()
-    assert "2024-02-30" in err and "1.5" in err
+    bad_date = run_cli(course_stack.settings, "monitor", "--ref", "2024-02-30", "--cur", CUR)
+    bad_threshold = run_cli(course_stack.settings, "monitor", "--ref", REF, "--cur", CUR, "--threshold", "1.5")
+    assert bad_date.exit_code == bad_threshold.exit_code == 2
+    assert "2024-02-30" in bad_date.stderr and "1.5" in bad_threshold.stderr
 
 
 def test_schema_mismatch_is_a_clear_error(
-    course_stack: Stack, prefect_server: None, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    course_stack: Stack, prefect_server: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     real = monitor_mod.build_point_in_time_dataset
 
@@ -303,10 +311,10 @@ def test_schema_mismatch_is_a_clear_error(
         return df
 
     monkeypatch.setattr(monitor_mod, "build_point_in_time_dataset", drifted_schema)
-    monkeypatch.setenv("REPORT_DIR", str(tmp_path))
-    rc = monitor_command(REF, CUR, None, False, False, course_stack.settings)
-    out, err = capfd.readouterr()
-    assert rc == 2
+    settings = course_stack.settings.model_copy(update={"report_dir": tmp_path})
+    result = run_cli(settings, "monitor", "--ref", REF, "--cur", CUR)
+    out, err = result.stdout, result.stderr
+    assert result.exit_code == 2
     error = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(error) == 1
     assert "missing columns ['watch_hours_30d']" in error[0] and CUR in error[0]
@@ -429,8 +437,7 @@ def test_scheduled_pipeline_ingests_newest_month_then_monitors(
     """The deployment's flow: month_002 (as of 2024-03-31) is ingested, then 02-29 vs 03-31 is
     monitored (both months carry the same planted drift: no drift between them). Runs last:
     it adds a snapshot to the planted stack."""
-    monkeypatch.setenv("REPORT_DIR", str(tmp_path))
-    with using_settings(planted.settings):
+    with environment_of(planted.settings.model_copy(update={"report_dir": tmp_path})):
         out = monthly_monitoring(seeds_dir=str(planted.seeds))
         assert out["ingest"] == {
             "month_dir": str(planted.months[2]), "as_of": "2024-03-31", "ingested": True, "rows": out["ingest"]["rows"],
@@ -449,3 +456,46 @@ def test_newest_month_course_layout(course_seeds: Path) -> None:
     from streamflow.flows.schedule import newest_month
 
     assert newest_month(course_seeds) == (course_seeds / "month_001", date(2024, 2, 29))
+
+
+def _dead_prefect_env(course_stack: Stack, tmp_path: Path) -> dict[str, str]:
+    """Environment whose Prefect API refuses connections (a closed loopback port)."""
+    env = course_stack.env()
+    env.update(
+        REPORT_DIR=str(tmp_path),
+        PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api",
+        STREAMFLOW_PUSHGATEWAY_URL="",
+    )
+    return env
+
+
+def test_orchestrator_down_runs_the_same_steps_without_prefect(course_stack: Stack, tmp_path: Path) -> None:
+    """An orchestrator hiccup must not cost the month its monitoring: with the Prefect API down,
+    `streamflow monitor` (orchestrator auto) says so in one line and runs the same steps directly."""
+    env = _dead_prefect_env(course_stack, tmp_path)
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "streamflow", "monitor", "--ref", REF, "--cur", CUR, "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    print(f"\n[timing] monitor with the Prefect API down: {time.perf_counter() - t0:.1f}s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    notes = [ln for ln in done.stderr.splitlines() if ln.startswith("[Orchestrator] Prefect unavailable")]
+    assert len(notes) == 1, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["drift_share"] == pytest.approx(1 / 14) and summary["decision"] == "NO_ACTION"
+    assert Path(summary["report_html"]).is_file()
+
+
+def test_orchestrator_prefect_required_fails_in_one_line(course_stack: Stack, tmp_path: Path) -> None:
+    env = _dead_prefect_env(course_stack, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamflow", "monitor", "--ref", REF, "--cur", CUR, "--orchestrator", "prefect"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Prefect could not run the monitor flow" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written

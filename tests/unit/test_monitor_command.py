@@ -1,22 +1,23 @@
 """The monitor command's input handling, output helpers and the course entry point, without
-any service (the flow itself runs in tests/integration/test_monitor_flow.py)."""
+any service (the monitor itself runs in tests/integration/test_monitor_flow.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import sys
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-os.environ.setdefault("PREFECT_HOME", str(Path(tempfile.gettempdir()) / f"streamflow-test-prefect-{os.getuid()}"))
-
 import pytest
+from typer.testing import CliRunner
 
+from streamflow.cli import app
+from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
+from streamflow.errors import ExitCode
 from streamflow.features.dataset import EmptySnapshotError
-from streamflow.flows import monitor as m
+from streamflow.monitoring import monitor as m
 from streamflow.monitoring.drift import DriftInputError
 from streamflow.settings import Settings
 
@@ -24,8 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home")  # type: ignore[call-arg]
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("STREAMFLOW_HOME", str(home))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield home
+    root.handlers[:] = handlers  # the CLI configures logging for the whole process
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize(
@@ -33,27 +40,51 @@ def settings(tmp_path: Path) -> Settings:
     [
         ("2024-02-30", "2024-02-29", None, "--ref must be a date YYYY-MM-DD, got '2024-02-30'"),
         ("2024-01-31", "yesterday", None, "--cur must be a date YYYY-MM-DD, got 'yesterday'"),
-        ("2024-01-31", "2024-02-29", 1.5, "drift threshold must be in [0, 1], got 1.5"),
-        ("2024-01-31", "2024-02-29", float("nan"), "drift threshold must be in [0, 1]"),
+        ("2024-01-31", "2024-02-29", "1.5", "drift threshold must be in [0, 1], got 1.5"),
+        ("2024-01-31", "2024-02-29", "nan", "drift threshold must be in [0, 1]"),
     ],
 )
 def test_bad_input_exits_2_before_touching_anything(
-    settings: Settings, capsys: pytest.CaptureFixture[str], ref: str, cur: str, threshold: float | None, needle: str
+    home: Path, ref: str, cur: str, threshold: str | None, needle: str
 ) -> None:
-    assert m.monitor_command(ref, cur, threshold, False, False, settings) == m.EXIT_BAD_INPUT
-    out, err = capsys.readouterr()
-    assert out == ""
+    args = ["monitor", "--ref", ref, "--cur", cur] + (["--threshold", threshold] if threshold else [])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert result.stdout == ""
+    err = result.stderr
+    assert len(err.splitlines()) == 1  # one line, never wrapped
     assert err.startswith("error: ") and needle in err and "Traceback" not in err
-    assert not settings.home.exists()  # no database started, nothing written
+    assert not home.exists()  # no database started, nothing written
+
+
+def test_unknown_orchestrator_is_bad_input(home: Path) -> None:
+    result = CliRunner().invoke(app, ["monitor", "--orchestrator", "airflow"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "--orchestrator must be auto, prefect or none, got 'airflow'" in result.stderr
 
 
 def test_threshold_defaults_to_settings(tmp_path: Path) -> None:
-    s = Settings(home=tmp_path, drift_threshold=0.2)  # type: ignore[call-arg]
+    s = Settings(home=tmp_path, drift_threshold=0.2)
     assert m.resolve_threshold(None, s) == 0.2
     assert m.resolve_threshold(0.05, s) == 0.05
     assert m.resolve_threshold(0, s) == 0.0
     with pytest.raises(m.MonitorInputError):
         m.resolve_threshold(-0.1, s)
+
+
+def test_request_resolves_every_default_from_settings(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, drift_threshold=0.2, promote_min_delta=0.01, pushgateway_url="http://gw:9091")
+    r = m.MonitorRequest.build(s, as_of_ref=" 2024-01-31", as_of_cur="2024-02-29")
+    assert (r.as_of_ref, r.as_of_cur, r.threshold, r.min_delta, r.retrain) == (
+        "2024-01-31",
+        "2024-02-29",
+        0.2,
+        0.01,
+        False,
+    )
+    assert r.report_dir == s.evidently_dir and r.pushgateway_url == "http://gw:9091"
+    with pytest.raises(m.MonitorInputError, match="min_delta must be a finite number >= 0"):
+        m.MonitorRequest.build(s, as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF, min_delta=-1)
 
 
 def test_normalize_as_of() -> None:
@@ -78,34 +109,29 @@ def test_simulated_lines_say_so_and_how_to_retrain() -> None:
     ],
 )
 def test_prefect_failure_logs_keep_tracebacks_only_for_bugs(exc: Exception, stripped: bool) -> None:
+    from streamflow.flows import prefect_environment
+
+    prefect_environment(Settings(home=REPO / ".streamflow"))
+    from streamflow.flows import monitor as flow_mod
+
     try:
         raise exc
     except Exception:
         record = logging.LogRecord(
             "prefect.task_runs", logging.ERROR, __file__, 1, "failed: %r", (exc,), sys.exc_info()
         )
-    assert m._StripExpectedTracebacks().filter(record)
+    assert flow_mod._StripInputErrorTracebacks().filter(record)
     assert (record.exc_info is None) is stripped
     assert repr(exc) in record.getMessage()
-
-
-def test_filters_installed_once() -> None:
-    m._quiet_expected_errors()
-    m._quiet_expected_errors()
+    flow_mod.quiet_input_error_tracebacks()
+    flow_mod.quiet_input_error_tracebacks()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
-        filters = [f for f in logging.getLogger(name).filters if isinstance(f, m._StripExpectedTracebacks)]
+        filters = [f for f in logging.getLogger(name).filters if isinstance(f, flow_mod._StripInputErrorTracebacks)]
         assert len(filters) == 1
 
 
-def test_using_settings_is_scoped(settings: Settings) -> None:
-    before = m.current_settings()
-    with m.using_settings(settings):
-        assert m.current_settings() is settings
-    assert m.current_settings() is before
-
-
 def test_json_safe() -> None:
-    assert m._json_safe({"a": float("nan"), "b": [1.0, Path("/x")], "c": (float("inf"),)}) == {
+    assert m.json_safe({"a": float("nan"), "b": [1.0, Path("/x")], "c": (float("inf"),)}) == {
         "a": None,
         "b": [1.0, "/x"],
         "c": [None],
@@ -131,6 +157,7 @@ def test_course_entry_point_arguments() -> None:
         False,
         False,
     )
+    assert entry.cli_arguments(args) == ["monitor", "--ref", "2024-01-31", "--cur", "2024-02-29"]
     args = entry.parse_args(
         ["--ref", "2024-02-29", "--cur", "2024-03-31", "--threshold", "0.05", "--retrain", "--json"]
     )
@@ -141,19 +168,13 @@ def test_course_entry_point_arguments() -> None:
         True,
         True,
     )
-    assert (entry.AS_OF_REF_DEFAULT, entry.AS_OF_CUR_DEFAULT) == (m.AS_OF_REF_DEFAULT, m.AS_OF_CUR_DEFAULT)
+    assert entry.cli_arguments(args) == [
+        *("monitor", "--ref", "2024-02-29", "--cur", "2024-03-31", "--threshold", "0.05", "--retrain", "--json")
+    ]
 
 
-def test_course_entry_point_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("STREAMFLOW_HOME", str(tmp_path / "home"))
-    from streamflow.settings import get_settings
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    get_settings.cache_clear()
-    try:
-        assert _entry().main(["--ref", "not-a-date"]) == m.EXIT_BAD_INPUT
-    finally:
-        get_settings.cache_clear()
-        root.handlers[:] = handlers  # main() configures logging for the whole process
-        root.setLevel(level)
+def test_course_entry_point_bad_input(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _entry().main(["--ref", "not-a-date"]) == ExitCode.BAD_INPUT
+    err = capsys.readouterr().err
+    assert "error: --ref must be a date YYYY-MM-DD, got 'not-a-date'" in err and "Traceback" not in err
+    assert not home.exists()

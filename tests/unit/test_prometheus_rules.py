@@ -30,6 +30,7 @@ def _promtool_installed() -> None:
     if PROMTOOL is None:
         pytest.fail("promtool not on PATH (apt-get install prometheus); .ci/run installs it")
 
+
 EXPECTED_ALERTS = {
     "StreamflowApiDown",
     "StreamflowApiHighLatencyP99",

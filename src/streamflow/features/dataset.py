@@ -12,13 +12,14 @@ import sqlalchemy as sa
 
 from streamflow.dates import as_of_timestamp, parse_as_of
 from streamflow.db.engine import get_engine
+from streamflow.errors import InputError
 from streamflow.schema import CATEGORICAL_FEATURES, ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class EmptySnapshotError(LookupError):
+class EmptySnapshotError(InputError, LookupError):
     """No snapshot rows exist for the requested as_of."""
 
 

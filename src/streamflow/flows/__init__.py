@@ -1,15 +1,121 @@
-"""Prefect flows: thin wrappers over the library (the CLI and the API call the same functions)."""
+"""Prefect flows (``monitor_month``, ``monthly_monitoring``): thin wrappers over the library, and
+the choice of running the monitor through Prefect or directly.
+
+This module does not import Prefect: :func:`run_monitor_with` only does when it is asked to.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
 
+from streamflow.errors import OperationalError
+from streamflow.monitoring.monitor import MonitorRequest, run_monitor
 from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Orchestrator = Literal["auto", "prefect", "none"]
+
+
+class OrchestratorUnavailable(OperationalError):
+    """Prefect could not run the flow (its API server did not answer)."""
+
+
+class _LinesTo(io.TextIOBase):
+    """A text stream that hands every complete line to ``emit`` (the flow prints its lines).
+    Whatever ``emit`` itself writes to stdout goes to the real stdout (no recursion)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+        self._partial = ""
+        self._stdout = sys.stdout
+        self._emitting = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._emitting:
+            return self._stdout.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._send(line)
+        return len(text)
+
+    def _send(self, line: str) -> None:
+        self._emitting = True
+        try:
+            self._emit(line)
+        finally:
+            self._emitting = False
+
+    def flush(self) -> None:
+        if self._emitting:
+            self._stdout.flush()
+        elif self._partial:
+            line, self._partial = self._partial, ""
+            self._send(line)
 
 
 def prefect_environment(settings: Settings) -> None:
-    """Keep Prefect's local state (ephemeral server DB, logs) under STREAMFLOW_HOME unless
-    a Prefect API or home is configured explicitly. Call before importing prefect."""
+    """Keep Prefect's local state (ephemeral server DB, logs) under STREAMFLOW_HOME unless a
+    Prefect API or home is configured explicitly. Call before importing prefect (Prefect reads
+    its settings when imported); only ever called at run time, never at import."""
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(settings.prefect_startup_seconds))
+
+
+def run_monitor_with(
+    orchestrator: Orchestrator,
+    request: MonitorRequest,
+    settings: Settings,
+    *,
+    emit: Callable[[str], None],
+) -> tuple[dict[str, Any], str]:
+    """Run the monitor for ``request``; returns (summary, how it ran: "prefect" or "direct").
+
+    ``none`` runs the steps directly. ``prefect`` runs the flow ``monitor_month`` (its settings come
+    from this process's environment, so ``settings`` must be ``get_settings()``'s) and raises
+    :class:`OrchestratorUnavailable` when Prefect cannot start it. ``auto`` does the same but, when
+    Prefect fails *before* the first step ran, says so and runs the same steps directly: an
+    orchestrator hiccup must not cost the month its monitoring. A failure after the flow started is
+    never re-run (retraining must not happen twice).
+    """
+    if orchestrator == "none":
+        return run_monitor(request, settings, emit=emit), "direct"
+    prefect_environment(settings)
+    from streamflow.flows.monitor import flow_bodies_started, monitor_month
+
+    started_before = flow_bodies_started()
+    lines = _LinesTo(emit)
+    try:
+        with contextlib.redirect_stdout(lines):  # the flow's lines go where the caller wants them
+            summary = monitor_month(
+                as_of_ref=request.as_of_ref,
+                as_of_cur=request.as_of_cur,
+                threshold=request.threshold,
+                retrain=request.retrain,
+                report_dir=str(request.report_dir),
+                min_delta=request.min_delta,
+                pushgateway_url=request.pushgateway_url,
+            )
+        lines.flush()
+    except Exception as exc:
+        lines.flush()
+        if flow_bodies_started() != started_before:
+            raise  # the monitor itself failed (or Prefect failed mid-run): never run it twice
+        detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        log.warning("event=orchestrator_unavailable orchestrator=prefect error=%r", detail)
+        if orchestrator == "prefect":
+            raise OrchestratorUnavailable(f"Prefect could not run the monitor flow ({detail})") from exc
+        emit(f"[Orchestrator] Prefect unavailable ({detail}): running the same monitor steps without it")
+        return run_monitor(request, settings, emit=emit), "direct"
+    return summary, "prefect"

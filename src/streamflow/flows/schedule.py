@@ -25,19 +25,17 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from streamflow.flows import prefect_environment
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
+
+from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of
+from streamflow.errors import InputError
+from streamflow.features.dataset import snapshot_dates
+from streamflow.flows.monitor import emit_line, monitor_month
+from streamflow.ingest.loader import ingest_month
 from streamflow.settings import Settings, get_settings
-
-prefect_environment(get_settings())
-
-from prefect import flow, task  # noqa: E402
-from prefect.schedules import Cron  # noqa: E402
-from prefect.types.entrypoint import EntrypointType  # noqa: E402
-
-from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of  # noqa: E402
-from streamflow.features.dataset import snapshot_dates  # noqa: E402
-from streamflow.flows.monitor import current_settings, monitor_month, say  # noqa: E402
-from streamflow.ingest.loader import ingest_month  # noqa: E402
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -52,7 +50,7 @@ TAGS = ["streamflow", "monitoring"]
 _MONTH_DIR = re.compile(r"^month_(\d{3,})$")
 
 
-class NoMonthError(FileNotFoundError):
+class NoMonthError(InputError, FileNotFoundError):
     """``seeds_dir`` holds no ``month_NNN`` folder."""
 
 
@@ -67,20 +65,20 @@ def newest_month(seeds_dir: str | Path, start_as_of: str | date = START_AS_OF) -
     return path, month_as_of(parse_as_of(start_as_of), index)
 
 
-@task(name="ingest_newest_month", persist_result=False)
+@task(name="ingest_newest_month", persist_result=False, cache_policy=NO_CACHE)
 def ingest_newest_month(seeds_dir: str, start_as_of: str) -> dict[str, Any]:
     """Ingest (validate → load → snapshot → materialize) the newest month, unless already there."""
-    settings = current_settings()
+    settings = get_settings()
     path, as_of = newest_month(seeds_dir, start_as_of)
     try:
         known = snapshot_dates(settings)
     except Exception:  # schema not created yet: nothing ingested
         known = []
     if as_of in known:
-        say(f"[Ingest] {path.name} (as_of={as_of}) already ingested: skipped")
+        emit_line(f"[Ingest] {path.name} (as_of={as_of}) already ingested: skipped")
         return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": False}
     result = ingest_month(path, as_of, settings, materialize=True)
-    say(f"[Ingest] {path.name} as_of={as_of} rows={result.rows} online={result.materialized_as_of}")
+    emit_line(f"[Ingest] {path.name} as_of={as_of} rows={result.rows} online={result.materialized_as_of}")
     return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": True, "rows": result.rows}
 
 
@@ -93,9 +91,9 @@ def monthly_monitoring(
 ) -> dict[str, Any]:
     """Ingest the newest month folder, then monitor the last two snapshots (ref = previous)."""
     ingested = ingest_newest_month(seeds_dir, start_as_of)
-    dates = snapshot_dates(current_settings())
+    dates = snapshot_dates(get_settings())
     if len(dates) < 2:
-        say(f"[Monitor] skipped: needs two snapshots, the database has {[d.isoformat() for d in dates]}")
+        emit_line(f"[Monitor] skipped: needs two snapshots, the database has {[d.isoformat() for d in dates]}")
         return {"ingest": ingested, "monitor": None}
     ref, cur = dates[-2].isoformat(), dates[-1].isoformat()
     summary = monitor_month(as_of_ref=ref, as_of_cur=cur, threshold=threshold, retrain=retrain)

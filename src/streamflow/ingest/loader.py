@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
+
 @dataclass
 class IngestResult:
     as_of: date

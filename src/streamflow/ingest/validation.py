@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from streamflow.errors import InputError
 from streamflow.schema import SOURCE_TABLES, USERS, Column, SourceTable
 
 TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y"})
@@ -46,7 +47,7 @@ class ValidationReport:
         return "\n".join([head, *(str(v) for v in self.violations)])
 
 
-class ValidationError(ValueError):
+class ValidationError(InputError, ValueError):
     def __init__(self, report: ValidationReport):
         super().__init__(str(report))
         self.report = report

@@ -10,6 +10,12 @@ import math
 from enum import StrEnum
 from typing import Protocol
 
+from streamflow.errors import InputError
+
+
+class DecisionInputError(InputError, ValueError):
+    """A threshold or a drift share outside [0, 1]."""
+
 
 class Decision(StrEnum):
     RETRAINING_TRIGGERED = "RETRAINING_TRIGGERED"
@@ -19,10 +25,10 @@ class Decision(StrEnum):
 def validate_threshold(threshold: float) -> float:
     """Return ``threshold`` as a float if it is a finite number in [0, 1], else raise ValueError."""
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ValueError(f"drift threshold must be a number in [0, 1], got {threshold!r}")
+        raise DecisionInputError(f"drift threshold must be a number in [0, 1], got {threshold!r}")
     value = float(threshold)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"drift threshold must be in [0, 1], got {threshold!r}")
+        raise DecisionInputError(f"drift threshold must be in [0, 1], got {threshold!r}")
     return value
 
 
@@ -30,10 +36,10 @@ def decide_action(drift_share: float, threshold: float) -> Decision:
     """Retraining is triggered when ``drift_share >= threshold`` (the course's rule)."""
     limit = validate_threshold(threshold)
     if isinstance(drift_share, bool) or not isinstance(drift_share, int | float):
-        raise ValueError(f"drift_share must be a number in [0, 1], got {drift_share!r}")
+        raise DecisionInputError(f"drift_share must be a number in [0, 1], got {drift_share!r}")
     share = float(drift_share)
     if not math.isfinite(share) or not 0.0 <= share <= 1.0:
-        raise ValueError(f"drift_share must be in [0, 1], got {drift_share!r}")
+        raise DecisionInputError(f"drift_share must be in [0, 1], got {drift_share!r}")
     return Decision.RETRAINING_TRIGGERED if share >= limit else Decision.NO_ACTION
 
 

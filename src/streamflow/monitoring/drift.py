@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 from pandas.api import types as ptypes
 
+from streamflow.errors import InputError, OperationalError
 from streamflow.monitoring.decision import Decision, decide_action, validate_threshold
 from streamflow.schema import (
     CATEGORICAL_FEATURES,
@@ -41,11 +42,11 @@ EVIDENTLY_CATEGORICAL: list[str] = [*CATEGORICAL_FEATURES, *FLAG_FEATURES, LABEL
 REQUIRED_COLUMNS: list[str] = [ENTITY, TIMESTAMP, *FEATURES, LABEL]
 
 
-class DriftInputError(ValueError):
+class DriftInputError(InputError, ValueError):
     """The two frames cannot be compared (missing/extra columns, dtype mismatch, empty, bad as_of)."""
 
 
-class DriftReportError(RuntimeError):
+class DriftReportError(OperationalError, RuntimeError):
     """The Evidently output does not contain what we read from it (never silently defaulted)."""
 
 
@@ -371,6 +372,8 @@ def _quiet_evidently() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*[Dd]owncasting.*", category=FutureWarning)
+        # Its HTML renderer warns once per numeric column on tz-aware timestamps; harmless.
+        warnings.filterwarnings("ignore", message="Converting to PeriodArray", category=UserWarning)
         yield
 
 

@@ -27,6 +27,7 @@ import mlflow
 import pandas as pd
 
 from streamflow.dates import parse_as_of
+from streamflow.errors import InputError, OperationalError
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version, promote
@@ -39,7 +40,15 @@ PROMOTED = "PROMOTED"
 REJECTED = "REJECTED"
 
 
-class RetrainError(RuntimeError):
+class PromotionRuleError(InputError, ValueError):
+    """A promotion margin that is not a finite number >= 0."""
+
+
+class InvalidMetricError(OperationalError, ValueError):
+    """A model metric that is not a finite number (the comparison cannot be made)."""
+
+
+class RetrainError(OperationalError, RuntimeError):
     """Retraining could not produce a comparable, registered candidate."""
 
 
@@ -89,9 +98,9 @@ def should_promote(candidate_auc: float, production_auc: float | None, min_delta
     """The promotion rule: promote iff there is no production model or
     ``candidate_auc > production_auc + min_delta``. Returns (promote, reason)."""
     if not math.isfinite(min_delta) or min_delta < 0:
-        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        raise PromotionRuleError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
     if not math.isfinite(candidate_auc):
-        raise ValueError(f"candidate AUC is not a number: {candidate_auc!r}")
+        raise InvalidMetricError(f"candidate AUC is not a number: {candidate_auc!r}")
     if production_auc is None:
         return True, f"no production model; candidate auc={candidate_auc:.4f}"
     delta = candidate_auc - production_auc
@@ -131,7 +140,7 @@ def retrain_and_maybe_promote(
     as_of_d = parse_as_of(as_of_cur)
     delta_min = settings.promote_min_delta if min_delta is None else float(min_delta)
     if not math.isfinite(delta_min) or delta_min < 0:
-        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+        raise PromotionRuleError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
 
     df = dataset if dataset is not None else build_point_in_time_dataset(as_of_d, settings)
     production = production_version(settings)

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from streamflow.errors import InputError
 from streamflow.schema import NUMERIC_FEATURES
 from streamflow.seeds.calibration import CONTRACT_TYPES, NET_SERVICES
 
@@ -45,6 +46,10 @@ CATEGORICAL_DRIFT_COLUMNS: dict[str, tuple[str, ...]] = {
 CHURN_RATE_KEY = "churn_rate"
 
 
+class DriftSpecError(InputError, ValueError):
+    """A planted-drift specification that cannot be applied (unknown column, bad share, bad months)."""
+
+
 @dataclass(frozen=True)
 class NumericDrift:
     """``new = old * scale + shift``, then clipped at 0 and rounded to the column's precision."""
@@ -54,7 +59,7 @@ class NumericDrift:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.scale) and math.isfinite(self.shift)) or self.scale < 0:
-            raise ValueError(f"numeric drift needs a finite scale >= 0 and a finite shift, got {self}")
+            raise DriftSpecError(f"numeric drift needs a finite scale >= 0 and a finite shift, got {self}")
 
 
 ColumnDrift = NumericDrift | Mapping[str, float]
@@ -81,23 +86,23 @@ class DriftSpec:
         for name, drift in self.columns.items():
             if name in NUMERIC_DRIFT_COLUMNS:
                 if not isinstance(drift, NumericDrift):
-                    raise ValueError(f"{name}: numeric columns take a NumericDrift, got {drift!r}")
+                    raise DriftSpecError(f"{name}: numeric columns take a NumericDrift, got {drift!r}")
                 checked[name] = drift
             elif name in CATEGORICAL_DRIFT_COLUMNS:
                 if isinstance(drift, NumericDrift) or not isinstance(drift, Mapping):
-                    raise ValueError(f"{name}: categorical columns take a mapping category -> share, got {drift!r}")
+                    raise DriftSpecError(f"{name}: categorical columns take a mapping category -> share, got {drift!r}")
                 checked[name] = MappingProxyType(_check_shares(name, drift))
             else:
                 allowed = ", ".join((*NUMERIC_DRIFT_COLUMNS, *CATEGORICAL_DRIFT_COLUMNS))
-                raise ValueError(f"unknown drift column {name!r}; allowed: {allowed}")
+                raise DriftSpecError(f"unknown drift column {name!r}; allowed: {allowed}")
         if not checked and self.churn_rate is None:
-            raise ValueError("a drift spec needs at least one column or a churn_rate")
+            raise DriftSpecError("a drift spec needs at least one column or a churn_rate")
         if self.from_month < 0:
-            raise ValueError(f"from_month must be >= 0, got {self.from_month}")
+            raise DriftSpecError(f"from_month must be >= 0, got {self.from_month}")
         if self.to_month is not None and self.to_month < self.from_month:
-            raise ValueError(f"to_month ({self.to_month}) is before from_month ({self.from_month})")
+            raise DriftSpecError(f"to_month ({self.to_month}) is before from_month ({self.from_month})")
         if self.churn_rate is not None and not 0.0 < self.churn_rate < 1.0:
-            raise ValueError(f"churn_rate must be in (0, 1), got {self.churn_rate}")
+            raise DriftSpecError(f"churn_rate must be in (0, 1), got {self.churn_rate}")
         object.__setattr__(self, "columns", MappingProxyType(checked))
 
     def applies(self, month: int) -> bool:
@@ -126,20 +131,20 @@ class DriftSpec:
 def _check_shares(column: str, shares: Mapping[str, float]) -> dict[str, float]:
     categories = CATEGORICAL_DRIFT_COLUMNS[column]
     if not shares:
-        raise ValueError(f"{column}: no category shares given")
+        raise DriftSpecError(f"{column}: no category shares given")
     out: dict[str, float] = {}
     for cat, share in shares.items():
         if cat not in categories:
-            raise ValueError(f"{column}: unknown category {cat!r}; allowed: {', '.join(categories)}")
+            raise DriftSpecError(f"{column}: unknown category {cat!r}; allowed: {', '.join(categories)}")
         share = float(share)
         if not (math.isfinite(share) and 0.0 <= share <= 1.0):
-            raise ValueError(f"{column}: share of {cat!r} must be in [0, 1], got {share}")
+            raise DriftSpecError(f"{column}: share of {cat!r} must be in [0, 1], got {share}")
         out[cat] = share
     total = sum(out.values())
     if total > 1.0 + 1e-9:
-        raise ValueError(f"{column}: shares sum to {total:g} > 1")
+        raise DriftSpecError(f"{column}: shares sum to {total:g} > 1")
     if len(out) == len(categories) and abs(total - 1.0) > 1e-6:
-        raise ValueError(f"{column}: all categories listed, so shares must sum to 1 (got {total:g})")
+        raise DriftSpecError(f"{column}: all categories listed, so shares must sum to 1 (got {total:g})")
     return out
 
 
@@ -154,13 +159,13 @@ def parse_drift_option(text: str) -> DriftSpec:
     """Parse the compact drift syntax of the module docstring; raise ValueError on bad text."""
     src = text.strip()
     if not src:
-        raise ValueError("empty drift option")
+        raise DriftSpecError("empty drift option")
     body, at, months = src.partition("@")
     from_month, to_month = 1, None
     if at:
         match = _MONTHS.match(months.strip())
         if "@" in months or not match:
-            raise ValueError(f"bad month range {months!r} in drift option {text!r}; expected @N or @N-M")
+            raise DriftSpecError(f"bad month range {months!r} in drift option {text!r}; expected @N or @N-M")
         from_month = int(match["start"])
         to_month = int(match["end"]) if match["end"] is not None else None
     columns: dict[str, ColumnDrift] = {}
@@ -168,17 +173,17 @@ def parse_drift_option(text: str) -> DriftSpec:
     for raw in body.split(","):
         item = raw.strip()
         if not item:
-            raise ValueError(f"empty item in drift option {text!r}")
+            raise DriftSpecError(f"empty item in drift option {text!r}")
         name, eq, value = item.partition("=")
         name = name.strip()
         if eq:
             if name == CHURN_RATE_KEY:
                 if churn_rate is not None:
-                    raise ValueError(f"{CHURN_RATE_KEY} given twice in {text!r}")
+                    raise DriftSpecError(f"{CHURN_RATE_KEY} given twice in {text!r}")
                 churn_rate = _float(value, item)
                 continue
             if name not in CATEGORICAL_DRIFT_COLUMNS:
-                raise ValueError(
+                raise DriftSpecError(
                     f"{item!r}: '=' is for categorical columns ({', '.join(CATEGORICAL_DRIFT_COLUMNS)}) "
                     f"or {CHURN_RATE_KEY}"
                 )
@@ -186,13 +191,15 @@ def parse_drift_option(text: str) -> DriftSpec:
         else:
             match = _NUMERIC_ITEM.match(item)
             if not match or (match["scale"] is None and match["shift"] is None):
-                raise ValueError(f"bad drift item {item!r}; expected COLUMN*SCALE, COLUMN+SHIFT or COLUMN=CAT:SHARE")
+                raise DriftSpecError(
+                    f"bad drift item {item!r}; expected COLUMN*SCALE, COLUMN+SHIFT or COLUMN=CAT:SHARE"
+                )
             name = match["col"]
             scale = float(match["scale"]) if match["scale"] is not None else 1.0
             shift = float(match["shift"].replace(" ", "")) if match["shift"] is not None else 0.0
             drift = NumericDrift(scale=scale, shift=shift)
         if name in columns:
-            raise ValueError(f"column {name!r} given twice in drift option {text!r}")
+            raise DriftSpecError(f"column {name!r} given twice in drift option {text!r}")
         columns[name] = drift
     return DriftSpec(columns=columns, from_month=from_month, to_month=to_month, churn_rate=churn_rate)
 
@@ -201,7 +208,7 @@ def _float(value: str, item: str) -> float:
     try:
         return float(value.strip())
     except ValueError:
-        raise ValueError(f"{item!r}: {value.strip()!r} is not a number") from None
+        raise DriftSpecError(f"{item!r}: {value.strip()!r} is not a number") from None
 
 
 def _parse_shares(column: str, value: str, item: str) -> dict[str, float]:
@@ -211,11 +218,11 @@ def _parse_shares(column: str, value: str, item: str) -> dict[str, float]:
         cat, colon, share = part.rpartition(":")
         cat = cat.strip()
         if not colon or not cat:
-            raise ValueError(f"{item!r}: expected CATEGORY:SHARE, got {part.strip()!r}")
+            raise DriftSpecError(f"{item!r}: expected CATEGORY:SHARE, got {part.strip()!r}")
         if cat.lower() not in canonical:
-            raise ValueError(f"{item!r}: unknown category {cat!r}; allowed: {', '.join(canonical.values())}")
+            raise DriftSpecError(f"{item!r}: unknown category {cat!r}; allowed: {', '.join(canonical.values())}")
         key = canonical[cat.lower()]
         if key in shares:
-            raise ValueError(f"{item!r}: category {key!r} given twice")
+            raise DriftSpecError(f"{item!r}: category {key!r} given twice")
         shares[key] = _float(share, item)
     return shares

@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from streamflow.dates import parse_as_of
+from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.schema import FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
@@ -101,7 +102,7 @@ def train_model(
     say(f"building the point-in-time dataset for {as_of_d}")
     df = dataset if dataset is not None else build_point_in_time_dataset(as_of_d, settings)
     if df[LABEL].nunique() < 2:
-        raise ValueError(f"as_of={as_of_d}: labels have a single class; cannot train")
+        raise InputError(f"as_of={as_of_d}: labels have a single class; cannot train")
     split = split_dataset(df, settings.random_seed)
 
     experiment_id = ensure_experiment(settings)
