@@ -255,6 +255,26 @@ def test_drift_window_and_churn_rate(dirs: list[Path], tmp_path: Path) -> None:
     assert _columns_equal(dirs[1], drifted[1], skip={"churn_label"}) == ["usage_agg_30d.skips_7d"]
 
 
+def test_concept_drift_changes_labels_only(dirs: list[Path], tmp_path: Path) -> None:
+    """concept=…: every feature file byte-identical, labels re-ranked inside the segment only, so a
+    model of month 0 loses accuracy there while data drift has nothing to see."""
+    drifted = _generate(tmp_path, "concept", parse_drift_option("concept=contract_type:Month-to-month@1"))
+    assert file_bytes(drifted[0]) == file_bytes(dirs[0])
+    assert _columns_equal(dirs[1], drifted[1], skip=set()) == ["labels.churn_label"]
+    for table in schema.SOURCE_TABLES:
+        if table is not schema.LABELS:
+            assert (drifted[1] / table.file_name).read_bytes() == (dirs[1] / table.file_name).read_bytes()
+    base, new = merged(dirs[1]), merged(drifted[1])
+    assert 0.22 <= new["churn_label"].mean() <= 0.30  # the churn rate is kept
+    segment = base["contract_type"] == "Month-to-month"
+    # inside the segment the old rule now points the wrong way: who churned before mostly stays
+    old_rate, new_rate = (df.loc[segment, "churn_label"].mean() for df in (base, new))
+    agree_in = (base.loc[segment, "churn_label"] == new.loc[segment, "churn_label"]).mean()
+    agree_out = (base.loc[~segment, "churn_label"] == new.loc[~segment, "churn_label"]).mean()
+    assert agree_out > agree_in + 0.1, (agree_in, agree_out)
+    assert abs(new_rate - old_rate) < 0.1
+
+
 def test_fee_drift_feeds_total_paid(dirs: list[Path], tmp_path: Path) -> None:
     drifted = _generate(tmp_path, "fee", DriftSpec({"monthly_fee": NumericDrift(scale=1.2)}, from_month=1))
     base, new = merged(dirs[1]), merged(drifted[1])
@@ -297,6 +317,8 @@ def test_parse_categorical_and_churn_rate() -> None:
         "monthly_fee*1.1-2@2-4",
         "net_service=Fiber optic:0.7/DSL:0.2/No:0.1,churn_rate=0.3@1",
         "skips_7d+0@0",
+        "concept=contract_type:Month-to-month@1",
+        "watch_hours_30d*0.9,concept=net_service:Fiber optic:0.75@2-3",
     ],
 )
 def test_to_option_round_trips(text: str) -> None:
@@ -330,6 +352,12 @@ def test_to_option_round_trips(text: str) -> None:
         ("watch_hours_30d*0.6,,skips_7d+1", "empty item"),
         ("churn_rate=1.5", "churn_rate must be in"),
         ("churn_rate=0.3,churn_rate=0.4", "given twice"),
+        ("concept=contract_type", "expected concept=COLUMN:CATEGORY[:STRENGTH]"),
+        ("concept=skips_7d:3", "expected concept=COLUMN:CATEGORY[:STRENGTH]"),
+        ("concept=contract_type:Weekly", "unknown contract_type 'Weekly'"),
+        ("concept=contract_type:Two year:0", "strength must be in (0, 1]"),
+        ("concept=contract_type:Two year:1.5", "strength must be in (0, 1]"),
+        ("concept=net_service:DSL,concept=net_service:No", "concept given twice"),
     ],
 )
 def test_parse_rejects_bad_text(text: str, match: str) -> None:
@@ -342,7 +370,7 @@ def test_drift_spec_validation() -> None:
         DriftSpec({"watch_hours_30d": {"a": 1.0}})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="scale >= 0"):
         NumericDrift(scale=-1.0)
-    with pytest.raises(ValueError, match="at least one column"):
+    with pytest.raises(ValueError, match="at least one column, a churn_rate or a concept"):
         DriftSpec({})
     with pytest.raises(ValueError, match="from_month must be >= 0"):
         DriftSpec({"skips_7d": NumericDrift(shift=1)}, from_month=-1)

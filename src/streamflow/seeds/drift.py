@@ -10,6 +10,7 @@ Compact syntax (``parse_drift_option``)::
           | COLUMN*SCALE+SHIFT      both (scale first)
           | COLUMN=CAT:SHARE[/CAT:SHARE...]        net_service=Fiber optic:0.7/DSL:0.2
           | churn_rate=RATE         target churn rate of the drifted months
+          | concept=COLUMN:CAT[:STRENGTH]           concept=contract_type:Month-to-month
 
 ``@FROM`` starts the drift at month FROM (default 1) and keeps it for every later month;
 ``@FROM-TO`` limits it to months FROM..TO inclusive. Example:
@@ -23,6 +24,12 @@ the "No" share to drift net_service alone; monthly_fee is not touched by it.
 Categorical shares: listed categories get exactly that share of the users; unlisted
 categories split the remainder in their current proportions. Listing every category
 requires the shares to sum to 1.
+
+Concept drift (``concept=``) changes no feature at all: inside the segment COLUMN == CAT the
+label rule changes — the churn logit is mirrored around the segment's mean with STRENGTH in
+(0, 1] (1, the default, reverses who churns within the segment; 0.5 erases the signal). Every
+feature file stays byte-identical, so data drift sees nothing; a model trained on earlier
+months loses accuracy on that segment, which only realized performance can see.
 """
 
 from __future__ import annotations
@@ -63,6 +70,31 @@ class NumericDrift:
 
 
 ColumnDrift = NumericDrift | Mapping[str, float]
+CONCEPT_KEY = "concept"
+
+
+@dataclass(frozen=True)
+class ConceptDrift:
+    """The label rule changes inside one segment (``column == category``); features do not move."""
+
+    column: str
+    category: str
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.column not in CATEGORICAL_DRIFT_COLUMNS:
+            raise DriftSpecError(
+                f"concept drift segments by {', '.join(CATEGORICAL_DRIFT_COLUMNS)}, got column {self.column!r}"
+            )
+        if self.category not in CATEGORICAL_DRIFT_COLUMNS[self.column]:
+            allowed = ", ".join(CATEGORICAL_DRIFT_COLUMNS[self.column])
+            raise DriftSpecError(f"concept drift: unknown {self.column} {self.category!r}; allowed: {allowed}")
+        if not (math.isfinite(self.strength) and 0.0 < self.strength <= 1.0):
+            raise DriftSpecError(f"concept drift strength must be in (0, 1], got {self.strength}")
+
+    def to_option(self) -> str:
+        strength = "" if self.strength == 1.0 else f":{self.strength:g}"
+        return f"{CONCEPT_KEY}={self.column}:{self.category}{strength}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ class DriftSpec:
     from_month: int = 1
     to_month: int | None = None
     churn_rate: float | None = None
+    concept: ConceptDrift | None = None
 
     def __post_init__(self) -> None:
         checked: dict[str, ColumnDrift] = {}
@@ -95,8 +128,8 @@ class DriftSpec:
             else:
                 allowed = ", ".join((*NUMERIC_DRIFT_COLUMNS, *CATEGORICAL_DRIFT_COLUMNS))
                 raise DriftSpecError(f"unknown drift column {name!r}; allowed: {allowed}")
-        if not checked and self.churn_rate is None:
-            raise DriftSpecError("a drift spec needs at least one column or a churn_rate")
+        if not checked and self.churn_rate is None and self.concept is None:
+            raise DriftSpecError("a drift spec needs at least one column, a churn_rate or a concept")
         if self.from_month < 0:
             raise DriftSpecError(f"from_month must be >= 0, got {self.from_month}")
         if self.to_month is not None and self.to_month < self.from_month:
@@ -124,6 +157,8 @@ class DriftSpec:
                 items.append(f"{name}=" + "/".join(f"{c}:{s:g}" for c, s in drift.items()))
         if self.churn_rate is not None:
             items.append(f"{CHURN_RATE_KEY}={self.churn_rate:g}")
+        if self.concept is not None:
+            items.append(self.concept.to_option())
         months = f"{self.from_month}" if self.to_month is None else f"{self.from_month}-{self.to_month}"
         return ",".join(items) + "@" + months
 
@@ -170,6 +205,7 @@ def parse_drift_option(text: str) -> DriftSpec:
         to_month = int(match["end"]) if match["end"] is not None else None
     columns: dict[str, ColumnDrift] = {}
     churn_rate: float | None = None
+    concept: ConceptDrift | None = None
     for raw in body.split(","):
         item = raw.strip()
         if not item:
@@ -182,10 +218,15 @@ def parse_drift_option(text: str) -> DriftSpec:
                     raise DriftSpecError(f"{CHURN_RATE_KEY} given twice in {text!r}")
                 churn_rate = _float(value, item)
                 continue
+            if name == CONCEPT_KEY:
+                if concept is not None:
+                    raise DriftSpecError(f"{CONCEPT_KEY} given twice in {text!r}")
+                concept = _parse_concept(value, item)
+                continue
             if name not in CATEGORICAL_DRIFT_COLUMNS:
                 raise DriftSpecError(
                     f"{item!r}: '=' is for categorical columns ({', '.join(CATEGORICAL_DRIFT_COLUMNS)}) "
-                    f"or {CHURN_RATE_KEY}"
+                    f", {CHURN_RATE_KEY} or {CONCEPT_KEY}"
                 )
             drift: ColumnDrift = _parse_shares(name, value, item)
         else:
@@ -201,7 +242,25 @@ def parse_drift_option(text: str) -> DriftSpec:
         if name in columns:
             raise DriftSpecError(f"column {name!r} given twice in drift option {text!r}")
         columns[name] = drift
-    return DriftSpec(columns=columns, from_month=from_month, to_month=to_month, churn_rate=churn_rate)
+    return DriftSpec(columns=columns, from_month=from_month, to_month=to_month, churn_rate=churn_rate, concept=concept)
+
+
+def _parse_concept(value: str, item: str) -> ConceptDrift:
+    column, colon, rest = value.partition(":")
+    column = column.strip()
+    if not colon or column not in CATEGORICAL_DRIFT_COLUMNS:
+        raise DriftSpecError(
+            f"{item!r}: expected {CONCEPT_KEY}=COLUMN:CATEGORY[:STRENGTH] with COLUMN one of "
+            f"{', '.join(CATEGORICAL_DRIFT_COLUMNS)}"
+        )
+    category, colon, strength = rest.rpartition(":") if rest.count(":") else (rest, "", "")
+    canonical = {c.lower(): c for c in CATEGORICAL_DRIFT_COLUMNS[column]}
+    key = canonical.get(category.strip().lower())
+    if key is None:
+        raise DriftSpecError(
+            f"{item!r}: unknown {column} {category.strip()!r}; allowed: {', '.join(canonical.values())}"
+        )
+    return ConceptDrift(column, key, _float(strength, item) if colon else 1.0)
 
 
 def _float(value: str, item: str) -> float:

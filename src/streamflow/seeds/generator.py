@@ -36,7 +36,9 @@ from streamflow.dates import COURSE_START_AS_OF, month_as_of, month_dir_name
 from streamflow.seeds import calibration as cal
 from streamflow.seeds.drift import (
     CATEGORICAL_DRIFT_COLUMNS,
+    ConceptDrift,
     DriftSpec,
+    DriftSpecError,
     NumericDrift,
     parse_drift_option,
 )
@@ -373,6 +375,22 @@ def _logit(feats: Mapping[str, AnyArray], pop: _Population, months_active: IntAr
     )
 
 
+_SEGMENT_CODES = {"contract_type": "contract", "net_service": "net"}
+
+
+def _change_concept(z: FloatArray, feats: Mapping[str, AnyArray], concept: ConceptDrift) -> FloatArray:
+    """Mirror the churn logit around its mean inside the segment (``strength`` 1: who churns is
+    reversed there; 0.5: the features no longer tell). Features are untouched."""
+    codes = feats[_SEGMENT_CODES[concept.column]]
+    segment = codes == CATEGORICAL_DRIFT_COLUMNS[concept.column].index(concept.category)
+    if not segment.any():
+        return z
+    out = z.copy()
+    mean = float(z[segment].mean())
+    out[segment] = mean + (1.0 - 2.0 * concept.strength) * (z[segment] - mean)
+    return out
+
+
 def _solve_intercept(z: FloatArray, rate: float) -> float:
     """Intercept b with mean(sigmoid(z + b)) == rate (Newton's method)."""
     b = float(np.log(rate / (1 - rate)) - np.median(z))
@@ -402,12 +420,15 @@ def _month(pop: _Population, seed: int, month: int, as_of: date, drift: DriftSpe
             drifted_fee = _apply_numeric(pop.fee, "monthly_fee", fee_drift)
             fee_paid = pop.fee * (month - drifted_before) + drifted_fee * drifted_before
     rate = cal.CHURN_RATE
-    if drift is not None and drift.applies(month):
+    active = drift is not None and drift.applies(month)
+    if drift is not None and active:
         feats = _apply_drift(feats, pop, drift, seed)
         rate = drift.churn_rate if drift.churn_rate is not None else rate
     # Labels: the churn model on this month's (possibly drifted) features, its intercept
     # solved so that the month's expected churn rate is `rate`.
     z = _logit(feats, pop, months_active)
+    if drift is not None and active and drift.concept is not None:
+        z = _change_concept(z, feats, drift.concept)
     z += _solve_intercept(z, rate)
     churn = _rng(seed, "churn_label", month).random(n) < 1.0 / (1.0 + np.exp(-z))
     total_paid = np.round(pop.total_paid0 + fee_paid, 2)
@@ -479,11 +500,11 @@ def iter_months(
 ) -> Iterator[MonthData]:
     """Yield months ``0..months-1`` as in-memory tables (what ``generate_months`` writes)."""
     if months < 1 or users < 1:
-        raise ValueError(f"months and users must be >= 1, got months={months}, users={users}")
+        raise DriftSpecError(f"months and users must be >= 1, got months={months}, users={users}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise DriftSpecError(f"seed must be >= 0, got {seed}")
     if drift is not None and drift.from_month >= months:
-        raise ValueError(f"drift starts at month {drift.from_month} but only months 0..{months - 1} are generated")
+        raise DriftSpecError(f"drift starts at month {drift.from_month} but only months 0..{months - 1} are generated")
     pop = _draw_population(seed, users, start_as_of)
     for month in range(months):
         yield _month(pop, seed, month, month_as_of(start_as_of, month), drift)
