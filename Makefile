@@ -12,7 +12,7 @@ export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(VENV)/bin/pip install -q -e ".[dev,reference]"
 	touch $@
 
 install: $(VENV)/.installed
