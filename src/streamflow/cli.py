@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 seeds_app = typer.Typer(help="Synthetic month data in the course schema.", no_args_is_help=True)
 app.add_typer(seeds_app, name="seeds")
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
 console = Console(stderr=True)
 out = Console()
 
@@ -319,6 +321,31 @@ def report(
         prometheus_url=prometheus_url or settings.resolved_prometheus_url,
     )
     out.print(f"wrote {md} and {md.with_suffix('.html')}")
+
+
+@dashboards_app.command("build")
+def dashboards_build(
+    check: Annotated[bool, typer.Option("--check", help="Only compare; exit 1 when the JSON file differs.")] = False,
+) -> None:
+    """(Re)generate the provisioned Grafana dashboard JSON from its Python definition."""
+    from streamflow.observability.dashboards import is_up_to_date, write_dashboard_json
+    from streamflow.observability.prometheus_local import dashboard_path
+
+    settings = _settings()
+    try:
+        path = dashboard_path(settings)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 2)
+    if check and not is_up_to_date(path):
+        console.print(
+            f"[bold red]error:[/] {path} differs from the dashboard's Python definition; "
+            "run `streamflow dashboards build`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    wrote = not check and write_dashboard_json(path)
+    out.print(f"wrote {path}" if wrote else f"{path} is up to date", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

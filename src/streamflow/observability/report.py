@@ -1,6 +1,6 @@
 """Monitoring report: the Grafana dashboard's panels, evaluated against the live Prometheus.
 
-The panel queries are read from the provisioned dashboard JSON (one source of truth), run as
+The panels come from the dashboard's Python definition (the provisioned JSON is its output), run as
 ``query_range`` over the last ``minutes``, rendered to PNG with matplotlib (Agg, no display) and
 written to ``monitoring_report.md`` (PNGs beside it) and a self-contained ``monitoring_report.html``
 (PNGs embedded as data URIs), together with alert states, target health and the latest drift
@@ -26,13 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from streamflow.observability.dashboard import (
+    DashboardPanel,
     PanelQuery,
-    iter_panels,
-    load_dashboard,
-    panel_queries,
+    dashboard_panels,
     render_legend,
     substitute_template_vars,
 )
+from streamflow.observability.dashboards import DASHBOARD_TITLE, DASHBOARD_UID
 from streamflow.observability.prometheus_local import PrometheusClient, PrometheusError
 from streamflow.settings import Settings
 
@@ -76,23 +76,27 @@ class Series:
 
 @dataclass
 class PanelResult:
-    panel: dict[str, Any]
-    queries: list[PanelQuery]
+    panel: DashboardPanel
     series: list[Series] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     image: Path | None = None
 
     @property
+    def queries(self) -> tuple[PanelQuery, ...]:
+        return self.panel.queries
+
+    @property
     def title(self) -> str:
-        return str(self.panel.get("title", f"panel {self.panel.get('id')}"))
+        return self.panel.title
 
     @property
     def unit(self) -> str:
-        return str(self.panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short"))
+        return self.panel.unit
 
     @property
     def mappings(self) -> list[dict[str, Any]]:
-        return list(self.panel.get("fieldConfig", {}).get("defaults", {}).get("mappings", []))
+        options = {value: {"text": text} for value, text in self.panel.value_texts.items()}
+        return [{"type": "value", "options": options}] if options else []
 
 
 # --------------------------------------------------------------------------- formatting
@@ -123,19 +127,17 @@ def _md_cell(text: object) -> str:
 # --------------------------------------------------------------------------- collection
 def _collect_panels(
     client: PrometheusClient | None,
-    dashboard: Mapping[str, Any],
+    panels: Sequence[DashboardPanel],
     start: float,
     end: float,
     step_s: float,
 ) -> list[PanelResult]:
-    queries = panel_queries(dashboard)
     results: list[PanelResult] = []
-    for panel in iter_panels(dashboard):
-        mine = [q for q in queries if q.panel_id == panel.get("id")]
-        if not mine:
+    for panel in panels:
+        if not panel.queries:
             continue
-        result = PanelResult(panel=panel, queries=mine)
-        for query in mine:
+        result = PanelResult(panel=panel)
+        for query in panel.queries:
             if client is None:
                 result.errors.append("Prometheus unreachable")
                 break
@@ -227,7 +229,7 @@ def latest_drift_summary(settings: Settings) -> tuple[Path, dict[str, Any]] | No
 
 # --------------------------------------------------------------------------- rendering
 def _render_panel_png(result: PanelResult, path: Path) -> None:
-    ptype = str(result.panel.get("type", "timeseries"))
+    ptype = result.panel.type
     height = 3.4
     if ptype == "stat" and result.series:  # a value tile: as tall as its lines
         height = 0.8 + 0.35 * min(len(result.series), MAX_SERIES_PLOTTED)
@@ -242,7 +244,7 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
         ax.set_axis_off()
     elif ptype == "stat":
         shown = result.series[:MAX_SERIES_PLOTTED]
-        text_mode = result.panel.get("options", {}).get("textMode", "auto")
+        text_mode = result.panel.text_mode
         lines = [
             s.legend if text_mode == "name" else f"{s.legend}: {format_value(s.last, unit, mappings)}" for s in shown
         ]
@@ -510,7 +512,6 @@ def generate_monitoring_report(
     out_dir: Path | None = None,
     *,
     prometheus_url: str | None = None,
-    dashboard_file: Path | None = None,
     end: float | None = None,
 ) -> Path:
     """Write ``monitoring_report.md`` / ``.html`` (+ PNGs) to ``out_dir``; return the .md path.
@@ -525,7 +526,7 @@ def generate_monitoring_report(
     for stale in assets.glob("panel_*.png"):
         stale.unlink()
 
-    dashboard = load_dashboard(dashboard_file, settings)
+    panels_defined = dashboard_panels()
     end_ts = float(end if end is not None else time.time())
     start_ts = end_ts - minutes * 60
     step_s = max(1.0, round(minutes * 60 / MAX_POINTS))
@@ -537,12 +538,12 @@ def generate_monitoring_report(
         if not client.ready():
             notes.append(f"Prometheus at {url} is unreachable or not ready: no live data in this report")
             live = None
-        panels = _collect_panels(live, dashboard, start_ts, end_ts, step_s)
+        panels = _collect_panels(live, panels_defined, start_ts, end_ts, step_s)
         targets, targets_error = _collect_targets(live)
         alerts, alerts_error = _collect_alerts(live)
 
     for i, panel in enumerate(panels, start=1):
-        image = assets / f"panel_{i:02d}_{panel.panel.get('id', i)}.png"
+        image = assets / f"panel_{i:02d}_{panel.panel.id}.png"
         _render_panel_png(panel, image)
         panel.image = image
 
@@ -555,7 +556,7 @@ def generate_monitoring_report(
             f"{datetime.fromtimestamp(end_ts, tz=UTC).strftime(fmt)}, step {step_s:g}s)"
         ),
         prometheus_url=url,
-        dashboard=f"{dashboard.get('title', '')} (uid {dashboard.get('uid', '')})",
+        dashboard=f"{DASHBOARD_TITLE} (uid {DASHBOARD_UID})",
         notes=notes,
         targets=targets,
         targets_error=targets_error,
