@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -410,6 +411,13 @@ def test_monitoring_report(stack: Stack, tmp_path: Path, monkeypatch: pytest.Mon
     assert "| api | 127.0.0.1:" in text and "| up |" in text
     assert "RETRAINING_TRIGGERED" in text and "monthly_fee (0.42)" in text
     assert "Targets up: 2/2" in text
+    # for people: alert templates rendered (inactive rules: placeholders marked), floats rounded
+    for rendered in (text, html):
+        assert "{{" not in rendered and "$labels" not in rendered
+        assert "StreamFlow API target ‹instance› is down" in rendered
+        too_precise = [n for n in re.findall(r"\d+\.\d+", rendered) if len(n.replace(".", "").lstrip("0")) > 4]
+        assert not too_precise, too_precise  # at most 4 significant digits
+    assert "| drift_share | 50% |" in text
 
 
 def test_report_without_prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
