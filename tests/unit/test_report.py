@@ -127,7 +127,9 @@ def _report_data(tmp_path: Path) -> ReportData:
     alerts = [
         AlertRow("StreamflowDataDrift", "firing", "warning", "as_of_cur=2024-02-29", "2024-03-01 10:00:00",
                  "Data drift between 2024-01-31 and 2024-02-29", "Share of drifted features is 50%"),
-        AlertRow("StreamflowPushgatewayDown", "inactive", "warning", "", "", summary, "", templated=left),
+        AlertRow("StreamflowApiHighErrorRatio", "inactive", "critical", "", "", "5xx ratio above 5%",
+                 "‹value› of served requests returned 5xx", description_placeholders=True),
+        AlertRow("StreamflowPushgatewayDown", "inactive", "warning", "", "", summary, "", summary_placeholders=left),
     ]  # fmt: skip
     return ReportData(
         generated="2024-03-01 10:00:00 UTC",
@@ -184,12 +186,15 @@ def test_report_text_is_for_people(tmp_path: Path) -> None:
         assert "Pushgateway ‹instance› is down" in text
         assert "‹name› stands for a value" in text
     assert "| /predict POST 200 | 6.531 ms | 6.123 ms | 6.531 ms |" in md
-    assert "| api 127.0.0.1:1 | UP | 1 | 1 |" in md
+    assert "| api 127.0.0.1:1 | UP | UP | UP |" in md
     assert "| StreamflowDataDrift | firing | warning |" in md
     assert "| drift_share | 50% |" in md and "| threshold | 30% |" in md
     assert "- Latest drift run: 2024-01-31 vs 2024-02-29: drift share 50%, threshold 30% → RETRAINING_TRIGGERED" in md
     assert "- no data in the window" in md
     assert '<span class="firing">firing</span>' in page
     assert '<span class="template">Pushgateway ‹instance› is down</span>' in page
+    # only a cell with placeholders is marked as a template
+    assert "<td>5xx ratio above 5%</td>" in page
+    assert '<span class="template">‹value› of served requests returned 5xx</span>' in page
     assert "`A`: `rate(api_request_latency_seconds_sum[5m])" in md
     assert "<code>A</code>: <code>rate(api_request_latency_seconds_sum[5m])" in page

@@ -130,7 +130,13 @@ class AlertRow:
     active_at: str
     summary: str
     description: str
-    templated: bool = False  # an inactive rule's annotation template with placeholders left
+    # an inactive rule's annotation template with placeholders left (‹instance›, ‹value›)
+    summary_placeholders: bool = False
+    description_placeholders: bool = False
+
+    @property
+    def templated(self) -> bool:
+        return self.summary_placeholders or self.description_placeholders
 
 
 # --------------------------------------------------------------------------- formatting
@@ -273,7 +279,7 @@ def _collect_alerts(client: PrometheusClient | None) -> tuple[list[AlertRow], st
             summary, left_s = render_rule_template(str(annotations.get("summary", "")), rule_labels)
             description, left_d = render_rule_template(str(annotations.get("description", "")), rule_labels)
             state = str(rule.get("state", "inactive"))
-            rows.append(AlertRow(name, state, severity, "", "", summary, description, templated=left_s or left_d))
+            rows.append(AlertRow(name, state, severity, "", "", summary, description, left_s, left_d))
         for alert in active:  # Prometheus rendered these annotations with the alert's labels and value
             labels = {k: v for k, v in alert.get("labels", {}).items() if k not in ("alertname", "severity")}
             annotations = alert.get("annotations", {})
@@ -349,9 +355,15 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
         )  # fmt: skip
         ax.set_axis_off()
     else:
-        for series in result.series[:MAX_SERIES_PLOTTED]:
+        shown = result.series[:MAX_SERIES_PLOTTED]
+        for series in shown:
             times = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
-            ax.plot(times, series.values, label=series.legend, linewidth=1.2)
+            sparse = sum(1 for v in series.values if math.isfinite(v)) < 3  # a lone sample has no line: mark it
+            ax.plot(times, series.values, label=series.legend, linewidth=1.2, marker="o" if sparse else None)
+        stamps = {t for s in shown for t in s.times}
+        if len(stamps) == 1:  # one instant: a minute either side, not matplotlib's default of days
+            (only,) = stamps
+            ax.set_xlim(datetime.fromtimestamp(only - 60, tz=UTC), datetime.fromtimestamp(only + 60, tz=UTC))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
         ax.tick_params(labelsize=8)
         ax.yaxis.set_major_formatter(lambda v, _pos: format_value(v, unit))
@@ -502,8 +514,8 @@ def _alerts_section(data: ReportData) -> Section:
             a.severity,
             a.labels,
             a.active_at,
-            text(a.summary, a.templated),
-            text(a.description, a.templated),
+            text(a.summary, a.summary_placeholders),
+            text(a.description, a.description_placeholders),
         )
         for a in data.alerts
     )
@@ -547,8 +559,8 @@ def _panel_blocks(panel: PanelResult) -> list[Block]:
             (
                 s.legend,
                 format_value(s.last, panel.unit, panel.value_texts),
-                format_value(s.minimum, panel.unit),
-                format_value(s.maximum, panel.unit),
+                format_value(s.minimum, panel.unit, panel.value_texts),
+                format_value(s.maximum, panel.unit, panel.value_texts),
             )
             for s in panel.series[: MAX_SERIES_PLOTTED * 2]
         )
