@@ -35,6 +35,8 @@ app = typer.Typer(
 )
 seeds_app = typer.Typer(help="Synthetic month data in the course schema.", no_args_is_help=True)
 app.add_typer(seeds_app, name="seeds")
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
 console = Console(stderr=True)
 out = Console()
 
@@ -389,6 +391,28 @@ def report(
         prometheus_url=prometheus_url or settings.resolved_prometheus_url,
     )
     out.print(f"wrote {md} and {md.with_suffix('.html')}")
+
+
+@command(dashboards_app, "build")
+def dashboards_build(
+    check: Annotated[bool, typer.Option("--check", help="Only compare; exit 1 when the JSON file differs.")] = False,
+) -> None:
+    """(Re)generate the provisioned Grafana dashboard JSON from its Python definition."""
+    from streamflow.observability.dashboards import is_up_to_date, write_dashboard_json
+    from streamflow.observability.prometheus_local import dashboard_path
+
+    settings = _settings()
+    try:
+        path = dashboard_path(settings)
+    except FileNotFoundError as exc:
+        fail(str(exc), ExitCode.BAD_INPUT)
+    if check and not is_up_to_date(path):
+        fail(
+            f"{path} differs from the dashboard's Python definition; run `streamflow dashboards build`",
+            ExitCode.INTERNAL,
+        )
+    wrote = not check and write_dashboard_json(path)
+    out.print(f"wrote {path}" if wrote else f"{path} is up to date", highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - the console script

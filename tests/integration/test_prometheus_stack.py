@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -37,11 +38,10 @@ import pytest
 import sqlalchemy as sa
 
 from streamflow.db.engine import get_engine
-from streamflow.observability.dashboard import iter_panels, load_dashboard, panel_queries
+from streamflow.observability.dashboard import dashboard_panels, panel_queries
 from streamflow.observability.prometheus_local import (
     ManagedProcess,
     PrometheusClient,
-    dashboard_path,
     pid_file,
     start_prometheus,
     start_pushgateway,
@@ -315,9 +315,9 @@ def test_course_queries_return_data(stack: Stack) -> None:
 
 
 def test_every_dashboard_expr_evaluates(stack: Stack) -> None:
-    dashboard = load_dashboard(dashboard_path())
-    queries = panel_queries(dashboard)
-    assert len({q.panel_id for q in queries}) == len(list(iter_panels(dashboard)))
+    # the dashboard's Python definition; the provisioned JSON is exactly its output (tests/unit/test_dashboards.py)
+    queries = panel_queries()
+    assert len({q.panel_id for q in queries}) == len(dashboard_panels())
 
     def all_non_empty() -> dict[tuple[str, str], list[dict[str, Any]]] | None:
         results = {(q.panel_title, q.ref_id): range_query(stack.client, q.expr) for q in queries}
@@ -400,7 +400,7 @@ def test_monitoring_report(stack: Stack, tmp_path: Path, monkeypatch: pytest.Mon
 
     html = (tmp_path / "reports" / "monitoring_report.html").read_text()
     text = md.read_text()
-    n_panels = len(list(iter_panels(load_dashboard(dashboard_path()))))
+    n_panels = len(dashboard_panels())
     pngs = sorted((tmp_path / "reports" / "monitoring_report_assets").glob("panel_*.png"))
     assert len(pngs) == n_panels
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000 for p in pngs)
@@ -411,6 +411,13 @@ def test_monitoring_report(stack: Stack, tmp_path: Path, monkeypatch: pytest.Mon
     assert "| api | 127.0.0.1:" in text and "| up |" in text
     assert "RETRAINING_TRIGGERED" in text and "monthly_fee (0.42)" in text
     assert "Targets up: 2/2" in text
+    # for people: alert templates rendered (inactive rules: placeholders marked), floats rounded
+    for rendered in (text, html):
+        assert "{{" not in rendered and "$labels" not in rendered
+        assert "StreamFlow API target ‹instance› is down" in rendered
+        too_precise = [n for n in re.findall(r"\d+\.\d+", rendered) if len(n.replace(".", "").lstrip("0")) > 4]
+        assert not too_precise, too_precise  # at most 4 significant digits
+    assert "| drift_share | 50% |" in text
 
 
 def test_report_without_prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

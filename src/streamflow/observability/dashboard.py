@@ -1,23 +1,34 @@
-"""Read the provisioned Grafana dashboard: the one source of truth for panel queries.
+"""The dashboard's panels as the report and the tests see them, and Grafana's query-time rendering.
 
-The report generator and the integration tests evaluate exactly the PromQL the dashboard shows.
-Grafana template variables (``$__rate_interval`` ...) are not PromQL; :func:`substitute_template_vars`
-replaces them the way Grafana would before a query is sent to Prometheus.
+Panels come from the typed dashboard definition (:mod:`streamflow.observability.dashboards`), the
+same definition the provisioned JSON is generated from: the report and the integration tests
+evaluate exactly the PromQL the dashboard shows. Grafana template variables (``$__rate_interval``
+...) are not PromQL; :func:`substitute_template_vars` replaces them the way Grafana would before a
+query is sent to Prometheus, and :func:`render_legend` renders a ``legendFormat``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from streamflow.observability.prometheus_local import dashboard_path
-from streamflow.settings import Settings
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus
+from grafana_foundation_sdk.models import stat as stat_model
 
-DATASOURCE_UID = "streamflow-prometheus"
+from streamflow.observability.dashboards import DATASOURCE_UID, build_dashboard
+
+__all__ = [
+    "DATASOURCE_UID",
+    "DashboardPanel",
+    "PanelQuery",
+    "dashboard_panels",
+    "panel_queries",
+    "render_legend",
+    "substitute_template_vars",
+]
+
 DEFAULT_SCRAPE_INTERVAL_S = 10.0  # the datasource's jsonData.timeInterval
 
 _LEGEND_RE = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
@@ -34,40 +45,79 @@ class PanelQuery:
     instant: bool
 
 
-def load_dashboard(path: Path | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    with (path or dashboard_path(settings)).open(encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
-    return data
+@dataclass(frozen=True)
+class DashboardPanel:
+    """One panel (rows excluded) with what the report needs to evaluate and show it."""
+
+    id: int
+    title: str
+    type: str
+    unit: str
+    queries: tuple[PanelQuery, ...]
+    value_texts: Mapping[str, str] = field(default_factory=dict)  # value mapping: "0" -> "DOWN"
+    text_mode: str = "auto"  # stat panels: "name" shows the series names only
+    row: str | None = None  # title of the Grafana row the panel sits under
 
 
-def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """All panels, including those nested in collapsed rows; row panels themselves excluded."""
-    for panel in dashboard.get("panels", []):
-        if panel.get("type") == "row":
-            yield from panel.get("panels", [])
+def _iter_panels(board: model.Dashboard) -> Iterator[tuple[model.Panel, str | None]]:
+    """Every panel with the title of the row above it; collapsed rows' nested panels included."""
+    row: str | None = None
+    for item in board.panels or []:
+        if isinstance(item, model.RowPanel):
+            row = item.title
+            for nested in item.panels:
+                yield nested, row
         else:
-            yield panel
+            yield item, row
 
 
-def panel_queries(dashboard: Mapping[str, Any]) -> list[PanelQuery]:
-    queries: list[PanelQuery] = []
-    for panel in iter_panels(dashboard):
-        for target in panel.get("targets", []):
-            expr = str(target.get("expr", "")).strip()
-            if not expr or target.get("hide"):
-                continue
-            queries.append(
-                PanelQuery(
-                    panel_id=int(panel.get("id", 0)),
-                    panel_title=str(panel.get("title", "")),
-                    panel_type=str(panel.get("type", "")),
-                    ref_id=str(target.get("refId", "")),
-                    expr=expr,
-                    legend_format=str(target.get("legendFormat") or ""),
-                    instant=bool(target.get("instant")) and not target.get("range", False),
-                )
+def _queries(panel: model.Panel, pid: int, title: str) -> tuple[PanelQuery, ...]:
+    queries = []
+    for target in panel.targets or []:
+        if not isinstance(target, prometheus.Dataquery) or target.hide or not target.expr.strip():
+            continue
+        queries.append(
+            PanelQuery(
+                panel_id=pid,
+                panel_title=title,
+                panel_type=panel.type_val,
+                ref_id=target.ref_id,
+                expr=target.expr.strip(),
+                legend_format=target.legend_format or "",
+                instant=bool(target.instant) and not target.range_val,
             )
-    return queries
+        )
+    return tuple(queries)
+
+
+def dashboard_panels(board: model.Dashboard | None = None) -> list[DashboardPanel]:
+    """The panels of ``board`` (default: the StreamFlow dashboard), top to bottom."""
+    panels: list[DashboardPanel] = []
+    for panel, row in _iter_panels(board if board is not None else build_dashboard()):
+        pid, title = int(panel.id_val or 0), panel.title or ""
+        defaults = panel.field_config.defaults if panel.field_config else None
+        texts: dict[str, str] = {}
+        for mapping in (defaults.mappings if defaults else None) or []:
+            if isinstance(mapping, model.ValueMap) and mapping.options:
+                texts.update({value: hit.text for value, hit in mapping.options.items() if hit.text})
+        panels.append(
+            DashboardPanel(
+                id=pid,
+                title=title,
+                type=panel.type_val,
+                unit=(defaults.unit if defaults else None) or "short",
+                queries=_queries(panel, pid, title),
+                value_texts=texts,
+                text_mode=str(panel.options.text_mode) if isinstance(panel.options, stat_model.Options) else "auto",
+                row=row,
+            )
+        )
+    return panels
+
+
+def panel_queries(panels: Sequence[DashboardPanel] | None = None) -> list[PanelQuery]:
+    """Every visible query of ``panels`` (default: the StreamFlow dashboard's), in panel order."""
+    return [q for p in (dashboard_panels() if panels is None else panels) for q in p.queries]
 
 
 def _duration(seconds: float) -> str:

@@ -1,21 +1,26 @@
 """Monitoring report: the Grafana dashboard's panels, evaluated against the live Prometheus.
 
-The panel queries are read from the provisioned dashboard JSON (one source of truth), run as
-``query_range`` over the last ``minutes``, rendered to PNG with matplotlib (Agg, no display) and
-written to ``monitoring_report.md`` (PNGs beside it) and a self-contained ``monitoring_report.html``
-(PNGs embedded as data URIs), together with alert states, target health and the latest drift
-summary (``*.summary.json`` under ``settings.evidently_dir``).
+The panels come from the dashboard's Python definition (the provisioned JSON is its output); each
+query runs as ``query_range`` over the last ``minutes``, each panel is drawn to PNG with matplotlib
+(Agg, no display). Together with target health, alert states and the latest drift summary
+(``*.summary.json`` under ``settings.evidently_dir``) the report's sections are built once as data
+(:mod:`streamflow.observability.document`) and rendered twice: ``monitoring_report.md`` (PNGs beside
+it) and a self-contained ``monitoring_report.html`` (PNGs embedded as data URIs).
+
+Numbers are rounded for people (:func:`round_sig`, :func:`format_value`: 4 significant digits, ms
+for sub-second durations, % for ratios). Alert annotations of firing/pending alerts are the ones
+Prometheus rendered; an inactive rule's template is rendered with the rule's labels and its other
+placeholders shown as ``‹name›`` (:func:`render_rule_template`), with a note saying so.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +31,27 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from streamflow.observability.dashboard import (
+    DashboardPanel,
     PanelQuery,
-    iter_panels,
-    load_dashboard,
-    panel_queries,
+    dashboard_panels,
     render_legend,
     substitute_template_vars,
+)
+from streamflow.observability.dashboards import DASHBOARD_TITLE, DASHBOARD_UID
+from streamflow.observability.document import (
+    Block,
+    Bullets,
+    Code,
+    Document,
+    Image,
+    Inline,
+    Note,
+    Section,
+    Styled,
+    Table,
+    line,
+    to_html,
+    to_markdown,
 )
 from streamflow.observability.prometheus_local import PrometheusClient, PrometheusError
 from streamflow.settings import Settings
@@ -42,7 +62,8 @@ REPORT_NAME = "monitoring_report"
 ASSETS_DIR = "monitoring_report_assets"
 MAX_POINTS = 240  # range-query resolution: step = window / MAX_POINTS (at least 1 s)
 MAX_SERIES_PLOTTED = 12
-DRIFT_FIELDS = ("as_of_ref", "as_of_cur", "drift_share", "drifted_features", "target_drift", "decision", "threshold")
+SIGNIFICANT_DIGITS = 4
+ALERT_STATE_ORDER = {"firing": 0, "pending": 1, "inactive": 2}
 
 
 # --------------------------------------------------------------------------- data
@@ -76,66 +97,138 @@ class Series:
 
 @dataclass
 class PanelResult:
-    panel: dict[str, Any]
-    queries: list[PanelQuery]
+    panel: DashboardPanel
     series: list[Series] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     image: Path | None = None
 
     @property
+    def queries(self) -> tuple[PanelQuery, ...]:
+        return self.panel.queries
+
+    @property
     def title(self) -> str:
-        return str(self.panel.get("title", f"panel {self.panel.get('id')}"))
+        return self.panel.title
 
     @property
     def unit(self) -> str:
-        return str(self.panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short"))
+        return self.panel.unit
 
     @property
-    def mappings(self) -> list[dict[str, Any]]:
-        return list(self.panel.get("fieldConfig", {}).get("defaults", {}).get("mappings", []))
+    def value_texts(self) -> Mapping[str, str]:
+        return self.panel.value_texts
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert rule without active alert, or one active (pending/firing) alert instance."""
+
+    name: str
+    state: str
+    severity: str
+    labels: str
+    active_at: str
+    summary: str
+    description: str
+    # an inactive rule's annotation template with placeholders left (‹instance›, ‹value›)
+    summary_placeholders: bool = False
+    description_placeholders: bool = False
+
+    @property
+    def templated(self) -> bool:
+        return self.summary_placeholders or self.description_placeholders
 
 
 # --------------------------------------------------------------------------- formatting
-def format_value(value: float, unit: str = "short", mappings: Sequence[Mapping[str, Any]] = ()) -> str:
-    """A value as Grafana would roughly show it (value mappings, then unit)."""
+def round_sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """``value`` to ``digits`` significant digits, without exponent between 1e-4 and 1e6.
+
+    >>> round_sig(0.006531307681385767), round_sig(0.5), round_sig(1234.56), round_sig(2.0)
+    ('0.006531', '0.5', '1235', '2')
+    """
     if math.isnan(value):
         return "NaN"
-    for mapping in mappings:
-        if mapping.get("type") == "value" and float(value).is_integer():
-            hit = mapping.get("options", {}).get(str(int(value)))
-            if hit and hit.get("text"):
-                return str(hit["text"])
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)))
+    if exponent >= 6 or exponent < -4:
+        return f"{value:.{digits - 1}e}"
+    text = f"{value:.{max(digits - 1 - exponent, 0)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds for people: ms below 1 s, then s, min, h, d."""
+    size = abs(seconds)
+    if size < 1:
+        return f"{round_sig(seconds * 1000)} ms"
+    for limit, divisor, name in ((60, 1, "s"), (3600, 60, "min"), (86400, 3600, "h")):
+        if size < limit:
+            return f"{round_sig(seconds / divisor)} {name}"
+    return f"{round_sig(seconds / 86400)} d"
+
+
+def format_percent(ratio: float) -> str:
+    return f"{round_sig(ratio * 100)}%"
+
+
+def format_value(value: float, unit: str = "short", value_texts: Mapping[str, str] | None = None) -> str:
+    """A value as Grafana would roughly show it: value mapping first, then the panel's unit."""
+    if math.isnan(value) or math.isinf(value):
+        return round_sig(value)
+    if value_texts and float(value).is_integer() and str(int(value)) in value_texts:
+        return value_texts[str(int(value))]
     if unit == "s":
-        return f"{value * 1000:.1f} ms" if abs(value) < 1 else f"{value:.3g} s"
+        return format_duration(value)
     if unit == "percentunit":
-        return f"{value * 100:.1f}%"
+        return format_percent(value)
     if unit == "reqps":
-        return f"{value:.3g} req/s"
-    return f"{value:.4g}"
+        return f"{round_sig(value)} req/s"
+    return round_sig(value)
 
 
-def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+_TEMPLATE_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
+_LABEL_REF = re.compile(r"^(?:\$labels|\.Labels)\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def render_rule_template(template: str, labels: Mapping[str, str]) -> tuple[str, bool]:
+    """An inactive rule's annotation template for people; ``(text, placeholders_left)``.
+
+    ``{{ $labels.x }}`` is filled from the rule's own labels when it has ``x``; any other action
+    (``$value``, a label only the firing series carries...) becomes ``‹x›`` / ``‹value›``.
+    """
+    left = False
+
+    def substitute(match: re.Match[str]) -> str:
+        nonlocal left
+        head = match.group(1).split("|", 1)[0].strip()
+        label = _LABEL_REF.match(head)
+        if label and labels.get(label.group(1)):
+            return labels[label.group(1)]
+        left = True
+        if label:
+            return f"‹{label.group(1)}›"
+        return "‹value›" if head in ("$value", ".Value") else "‹…›"
+
+    return _TEMPLATE_ACTION.sub(substitute, template), left
 
 
 # --------------------------------------------------------------------------- collection
 def _collect_panels(
     client: PrometheusClient | None,
-    dashboard: Mapping[str, Any],
+    panels: Sequence[DashboardPanel],
     start: float,
     end: float,
     step_s: float,
 ) -> list[PanelResult]:
-    queries = panel_queries(dashboard)
     results: list[PanelResult] = []
-    for panel in iter_panels(dashboard):
-        mine = [q for q in queries if q.panel_id == panel.get("id")]
-        if not mine:
+    for panel in panels:
+        if not panel.queries:
             continue
-        result = PanelResult(panel=panel, queries=mine)
-        for query in mine:
+        result = PanelResult(panel=panel)
+        for query in panel.queries:
             if client is None:
                 result.errors.append("Prometheus unreachable")
                 break
@@ -168,43 +261,40 @@ def _collect_targets(client: PrometheusClient | None) -> tuple[list[dict[str, An
         return [], str(exc)
 
 
-def _collect_alerts(client: PrometheusClient | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One row per alert rule (inactive included) and one per active alert instance."""
+def _collect_alerts(client: PrometheusClient | None) -> tuple[list[AlertRow], str | None]:
+    """One row per alert rule without active alert and one per active alert instance."""
     if client is None:
         return [], "Prometheus unreachable"
     try:
         rules = list(client.alert_rules())
     except PrometheusError as exc:
         return [], str(exc)
-    rows: list[dict[str, Any]] = []
+    rows: list[AlertRow] = []
     for rule in rules:
-        severity = rule.get("labels", {}).get("severity", "")
+        name, rule_labels = str(rule.get("name", "")), dict(rule.get("labels", {}))
+        severity = str(rule_labels.get("severity", ""))
         active = rule.get("alerts", [])
-        if not active:
-            rows.append(
-                {
-                    "name": rule.get("name", ""),
-                    "state": rule.get("state", "inactive"),
-                    "severity": severity,
-                    "labels": "",
-                    "active_at": "",
-                    "summary": rule.get("annotations", {}).get("summary", ""),
-                }
-            )
-        for alert in active:
+        if not active:  # the rule's annotations are unrendered templates
+            annotations = rule.get("annotations", {})
+            summary, left_s = render_rule_template(str(annotations.get("summary", "")), rule_labels)
+            description, left_d = render_rule_template(str(annotations.get("description", "")), rule_labels)
+            state = str(rule.get("state", "inactive"))
+            rows.append(AlertRow(name, state, severity, "", "", summary, description, left_s, left_d))
+        for alert in active:  # Prometheus rendered these annotations with the alert's labels and value
             labels = {k: v for k, v in alert.get("labels", {}).items() if k not in ("alertname", "severity")}
+            annotations = alert.get("annotations", {})
             rows.append(
-                {
-                    "name": rule.get("name", ""),
-                    "state": alert.get("state", ""),
-                    "severity": severity,
-                    "labels": ", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
-                    "active_at": str(alert.get("activeAt", ""))[:19].replace("T", " "),
-                    "summary": alert.get("annotations", {}).get("summary", ""),
-                }
+                AlertRow(
+                    name=name,
+                    state=str(alert.get("state", "")),
+                    severity=severity,
+                    labels=", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                    active_at=str(alert.get("activeAt", ""))[:19].replace("T", " "),
+                    summary=str(annotations.get("summary", "")),
+                    description=str(annotations.get("description", "")),
+                )
             )
-    order = {"firing": 0, "pending": 1, "inactive": 2}
-    rows.sort(key=lambda r: (order.get(r["state"], 3), r["name"]))
+    rows.sort(key=lambda r: (ALERT_STATE_ORDER.get(r.state, 3), r.name, r.labels))
     return rows, None
 
 
@@ -218,7 +308,7 @@ def latest_drift_summary(settings: Settings) -> tuple[Path, dict[str, Any]] | No
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            logger.warning("unreadable drift summary %s: %s", path, exc)
+            logger.warning("event=drift_summary_unreadable path=%s error=%s", path, exc)
             continue
         if isinstance(data, dict):
             return path, data
@@ -227,14 +317,14 @@ def latest_drift_summary(settings: Settings) -> tuple[Path, dict[str, Any]] | No
 
 # --------------------------------------------------------------------------- rendering
 def _render_panel_png(result: PanelResult, path: Path) -> None:
-    ptype = str(result.panel.get("type", "timeseries"))
+    ptype = result.panel.type
     height = 3.4
     if ptype == "stat" and result.series:  # a value tile: as tall as its lines
         height = 0.8 + 0.35 * min(len(result.series), MAX_SERIES_PLOTTED)
     fig = Figure(figsize=(9, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)  # Agg rendering, no GUI backend and no pyplot global state
     ax = fig.add_subplot()
-    unit, mappings = result.unit, result.mappings
+    unit, value_texts = result.unit, result.value_texts
     ax.set_title(result.title, fontsize=11, loc="left")
     if not result.series:
         message = "; ".join(result.errors) if result.errors else "no data in the window"
@@ -242,9 +332,9 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
         ax.set_axis_off()
     elif ptype == "stat":
         shown = result.series[:MAX_SERIES_PLOTTED]
-        text_mode = result.panel.get("options", {}).get("textMode", "auto")
+        text_mode = result.panel.text_mode
         lines = [
-            s.legend if text_mode == "name" else f"{s.legend}: {format_value(s.last, unit, mappings)}" for s in shown
+            s.legend if text_mode == "name" else f"{s.legend}: {format_value(s.last, unit, value_texts)}" for s in shown
         ]
         ax.text(0.02, 0.5, "\n".join(lines), ha="left", va="center", fontsize=13, family="monospace")
         ax.set_axis_off()
@@ -265,9 +355,15 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
         )  # fmt: skip
         ax.set_axis_off()
     else:
-        for series in result.series[:MAX_SERIES_PLOTTED]:
+        shown = result.series[:MAX_SERIES_PLOTTED]
+        for series in shown:
             times = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
-            ax.plot(times, series.values, label=series.legend, linewidth=1.2)
+            sparse = sum(1 for v in series.values if math.isfinite(v)) < 3  # a lone sample has no line: mark it
+            ax.plot(times, series.values, label=series.legend, linewidth=1.2, marker="o" if sparse else None)
+        stamps = {t for s in shown for t in s.times}
+        if len(stamps) == 1:  # one instant: a minute either side, not matplotlib's default of days
+            (only,) = stamps
+            ax.set_xlim(datetime.fromtimestamp(only - 60, tz=UTC), datetime.fromtimestamp(only + 60, tz=UTC))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
         ax.tick_params(labelsize=8)
         ax.yaxis.set_major_formatter(lambda v, _pos: format_value(v, unit))
@@ -308,199 +404,200 @@ def _render_heatmap(ax: Any, series: list[Series]) -> None:
     ax.figure.colorbar(mesh, ax=ax, label="count")
 
 
-# --------------------------------------------------------------------------- documents
+# --------------------------------------------------------------------------- sections (built once)
+DRIFT_FIELDS = ("as_of_ref", "as_of_cur", "drift_share", "drifted_features", "target_drift", "decision", "threshold")
+
+
 @dataclass
-class _Report:
-    title: str
+class ReportData:
+    """Everything the report shows, collected before any rendering."""
+
     generated: str
     window: str
     prometheus_url: str
-    dashboard: str
     notes: list[str]
     targets: list[dict[str, Any]]
     targets_error: str | None
-    alerts: list[dict[str, Any]]
+    alerts: list[AlertRow]
     alerts_error: str | None
     drift: tuple[Path, dict[str, Any]] | None
     panels: list[PanelResult]
 
 
-def _target_rows(targets: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for t in targets:
-        labels = t.get("labels", {})
-        rows.append(
-            [
-                str(labels.get("job", t.get("scrapePool", ""))),
-                str(labels.get("instance", t.get("scrapeUrl", ""))),
-                str(t.get("health", "unknown")),
-                str(t.get("lastScrape", ""))[:19].replace("T", " "),
-                str(t.get("lastError", "")),
-            ]
-        )
-    return sorted(rows)
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _summary_lines(report: _Report) -> list[str]:
-    up = sum(1 for t in report.targets if t.get("health") == "up")
-    firing = sorted({a["name"] for a in report.alerts if a["state"] == "firing"})
-    pending = sorted({a["name"] for a in report.alerts if a["state"] == "pending"})
-    if report.targets_error:
-        lines = [f"Targets: {report.targets_error}"]
-    else:
-        lines = [f"Targets up: {up}/{len(report.targets)}"]
-    if report.alerts_error:
-        lines.append(f"Alerts: {report.alerts_error}")
-    else:
-        lines.append("Alerts firing: " + (", ".join(firing) or "none"))
-        lines.append("Alerts pending: " + (", ".join(pending) or "none"))
-    if report.drift:
-        data = report.drift[1]
-        lines.append(
-            f"Latest drift run: {data.get('as_of_ref')} vs {data.get('as_of_cur')}: "
-            f"drift_share={data.get('drift_share')} threshold={data.get('threshold')} -> {data.get('decision')}"
-        )
-    else:
-        lines.append("Latest drift run: no *.summary.json found")
-    return lines
-
-
-def _drift_value(value: Any) -> str:
-    """Scalars as is; lists (of names or of ``{"feature", "score", ...}``) as a short list."""
+def drift_value(key: str, data: Mapping[str, Any]) -> str:
+    """One field of a drift summary for people: ratios in %, scores rounded, lists short."""
+    value = data.get(key, "")
+    number = _number(value)
+    if key in ("drift_share", "threshold") and number is not None:
+        text = format_percent(number)
+        count, total = _number(data.get("drifted_count")), _number(data.get("n_features"))
+        if key == "drift_share" and count is not None and total:
+            text += f" ({count:g} of {total:g} features)"
+        return text
+    if key == "target_drift" and number is not None:
+        text = f"{round_sig(number * 100)} percentage points"
+        ref, cur = _number(data.get("target_ref_rate")), _number(data.get("target_cur_rate"))
+        if ref is not None and cur is not None:
+            text += f" (churn rate {format_percent(ref)} → {format_percent(cur)})"
+        return text
+    if number is not None:
+        return round_sig(number)
     if isinstance(value, list | tuple):
         items = []
         for item in value:
             if isinstance(item, Mapping) and "feature" in item:
-                score = item.get("score")
-                items.append(f"{item['feature']} ({score:.3g})" if isinstance(score, int | float) else item["feature"])
+                score = _number(item.get("score"))
+                items.append(f"{item['feature']} ({round_sig(score)})" if score is not None else str(item["feature"]))
             else:
                 items.append(str(item))
         return ", ".join(items) or "(none)"
     return str(value)
 
 
-def _write_markdown(report: _Report, path: Path) -> None:
-    out: list[str] = [f"# {report.title}", ""]
-    out += [
-        f"- Generated: {report.generated}",
-        f"- Window: {report.window}",
-        f"- Prometheus: {report.prometheus_url}",
-        f"- Dashboard: {report.dashboard}",
-    ]
-    out += [f"- Note: {n}" for n in report.notes]
-    out += ["", "## Summary", ""] + [f"- {line}" for line in _summary_lines(report)]
-    out += ["", "## Targets", ""]
-    if report.targets_error:
-        out.append(f"_{report.targets_error}_")
+def _summary(data: ReportData) -> Bullets:
+    if data.targets_error:
+        items = [line(f"Targets: {data.targets_error}")]
     else:
-        out += ["| job | instance | health | last scrape (UTC) | last error |", "|---|---|---|---|---|"]
-        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _target_rows(report.targets)]
-    out += ["", "## Alerts", ""]
-    if report.alerts_error:
-        out.append(f"_{report.alerts_error}_")
+        up = sum(1 for t in data.targets if t.get("health") == "up")
+        items = [line(f"Targets up: {up}/{len(data.targets)}")]
+    if data.alerts_error:
+        items.append(line(f"Alerts: {data.alerts_error}"))
     else:
-        out += ["| alert | state | severity | labels | active since (UTC) | summary |", "|---|---|---|---|---|---|"]
-        for a in report.alerts:
-            cells = [a["name"], a["state"], a["severity"], a["labels"], a["active_at"], a["summary"]]
-            out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    out += ["", "## Latest drift summary", ""]
-    if report.drift:
-        drift_path, data = report.drift
-        out += [f"Source: `{drift_path}`", "", "| field | value |", "|---|---|"]
-        out += [f"| {k} | {_md_cell(_drift_value(data.get(k, '')))} |" for k in DRIFT_FIELDS]
-    else:
-        out.append("_No `*.summary.json` found under the Evidently report directory._")
-    out += ["", "## Dashboard panels", ""]
-    for panel in report.panels:
-        out += [f"### {panel.title}", ""]
-        if panel.image is not None:
-            out += [f"![{panel.title}]({ASSETS_DIR}/{panel.image.name})", ""]
-        out += [f"- `{q.ref_id}`: `{q.expr}`" for q in panel.queries]
-        out += [f"- error: {e}" for e in panel.errors]
-        if panel.series:
-            out += ["", "| series | last | min | max |", "|---|---|---|---|"]
-            for s in panel.series[: MAX_SERIES_PLOTTED * 2]:
-                cells = [
-                    s.legend,
-                    format_value(s.last, panel.unit, panel.mappings),
-                    format_value(s.minimum, panel.unit),
-                    format_value(s.maximum, panel.unit),
-                ]
-                out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-        elif not panel.errors:
-            out.append("- no data in the window")
-        out.append("")
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _write_html(report: _Report, path: Path) -> None:
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(report.title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-        "th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd}code{background:#f6f6f6}"
-        ".firing{color:#c00;font-weight:bold}.pending{color:#c60}</style></head><body>",
-        f"<h1>{esc(report.title)}</h1><ul>",
-        f"<li>Generated: {esc(report.generated)}</li><li>Window: {esc(report.window)}</li>",
-        f"<li>Prometheus: {esc(report.prometheus_url)}</li><li>Dashboard: {esc(report.dashboard)}</li>",
-        *[f"<li>Note: {esc(n)}</li>" for n in report.notes],
-        "</ul><h2>Summary</h2><ul>",
-        *[f"<li>{esc(line)}</li>" for line in _summary_lines(report)],
-        "</ul><h2>Targets</h2>",
-    ]
-    if report.targets_error:
-        parts.append(f"<p><em>{esc(report.targets_error)}</em></p>")
-    else:
-        header = ["job", "instance", "health", "last scrape (UTC)", "last error"]
-        parts.append(_html_table(header, _target_rows(report.targets)))
-    parts.append("<h2>Alerts</h2>")
-    if report.alerts_error:
-        parts.append(f"<p><em>{esc(report.alerts_error)}</em></p>")
-    else:
-        rows = [
-            [a["name"], a["state"], a["severity"], a["labels"], a["active_at"], a["summary"]] for a in report.alerts
-        ]
-        table = _html_table(["alert", "state", "severity", "labels", "active since (UTC)", "summary"], rows)
         for state in ("firing", "pending"):
-            table = table.replace(f"<td>{state}</td>", f'<td class="{state}">{state}</td>')
-        parts.append(table)
-    parts.append("<h2>Latest drift summary</h2>")
-    if report.drift:
-        drift_path, data = report.drift
-        parts.append(f"<p>Source: <code>{esc(str(drift_path))}</code></p>")
-        parts.append(_html_table(["field", "value"], [[k, _drift_value(data.get(k, ""))] for k in DRIFT_FIELDS]))
+            names = sorted({a.name for a in data.alerts if a.state == state})
+            items.append(line(f"Alerts {state}: " + (", ".join(names) or "none")))
+    if data.drift:
+        d = data.drift[1]
+        items.append(
+            line(
+                f"Latest drift run: {d.get('as_of_ref')} vs {d.get('as_of_cur')}: drift share "
+                f"{drift_value('drift_share', d)}, threshold {drift_value('threshold', d)} → {d.get('decision')}"
+            )
+        )
     else:
-        parts.append("<p><em>No *.summary.json found under the Evidently report directory.</em></p>")
-    parts.append("<h2>Dashboard panels</h2>")
-    for panel in report.panels:
-        parts.append(f"<h3>{esc(panel.title)}</h3>")
-        if panel.image is not None:
-            encoded = base64.b64encode(panel.image.read_bytes()).decode("ascii")
-            parts.append(f'<img alt="{esc(panel.title)}" src="data:image/png;base64,{encoded}">')
-        parts.append("<ul>" + "".join(f"<li><code>{esc(q.expr)}</code></li>" for q in panel.queries) + "</ul>")
-        parts += [f"<p><em>error: {esc(e)}</em></p>" for e in panel.errors]
-        if panel.series:
-            rows = [
-                [
-                    s.legend,
-                    format_value(s.last, panel.unit, panel.mappings),
-                    format_value(s.minimum, panel.unit),
-                    format_value(s.maximum, panel.unit),
-                ]
-                for s in panel.series[: MAX_SERIES_PLOTTED * 2]
-            ]
-            parts.append(_html_table(["series", "last", "min", "max"], rows))
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+        items.append(line("Latest drift run: no ", Code("*.summary.json"), " found"))
+    return Bullets(tuple(items))
+
+
+def _targets_section(data: ReportData) -> Section:
+    if data.targets_error:
+        return Section("Targets", 2, [Note(line(data.targets_error))])
+    rows = sorted(
+        (
+            str(t.get("labels", {}).get("job", t.get("scrapePool", ""))),
+            str(t.get("labels", {}).get("instance", t.get("scrapeUrl", ""))),
+            str(t.get("health", "unknown")),
+            str(t.get("lastScrape", ""))[:19].replace("T", " "),
+            str(t.get("lastError", "")),
+        )
+        for t in data.targets
+    )
+    header = ("job", "instance", "health", "last scrape (UTC)", "last error")
+    return Section("Targets", 2, [Table(header, tuple(rows))])
+
+
+def _alerts_section(data: ReportData) -> Section:
+    if data.alerts_error:
+        return Section("Alerts", 2, [Note(line(data.alerts_error))])
+
+    def text(value: str, templated: bool) -> Inline:
+        return Styled(value, "template") if templated else value
+
+    rows = tuple(
+        (
+            a.name,
+            Styled(a.state, a.state) if a.state in ("firing", "pending") else a.state,
+            a.severity,
+            a.labels,
+            a.active_at,
+            text(a.summary, a.summary_placeholders),
+            text(a.description, a.description_placeholders),
+        )
+        for a in data.alerts
+    )
+    header = ("alert", "state", "severity", "labels", "active since (UTC)", "summary", "description")
+    blocks: list[Block] = [Table(header, rows)]
+    if any(a.templated for a in data.alerts):
+        blocks.append(
+            Note(
+                line(
+                    "Rules that are not active show their annotation templates: ‹name› stands for a value "
+                    "Prometheus fills in (from the alerting series) when the alert fires."
+                )
+            )
+        )
+    return Section("Alerts", 2, blocks)
+
+
+def _drift_section(data: ReportData) -> Section:
+    if not data.drift:
+        return Section(
+            "Latest drift summary",
+            2,
+            [Note(line("No ", Code("*.summary.json"), " found under the Evidently report directory."))],
+        )
+    path, summary = data.drift
+    rows = tuple((key, drift_value(key, summary)) for key in DRIFT_FIELDS)
+    return Section(
+        "Latest drift summary", 2, [Bullets((line("Source: ", Code(str(path))),)), Table(("field", "value"), rows)]
+    )
+
+
+def _panel_blocks(panel: PanelResult) -> list[Block]:
+    blocks: list[Block] = [Image(panel.image, panel.title)] if panel.image is not None else []
+    items = [line(Code(q.ref_id), ": ", Code(q.expr)) for q in panel.queries]
+    items += [line(f"error: {e}") for e in panel.errors]
+    if not panel.series and not panel.errors:
+        items.append(line("no data in the window"))
+    blocks.append(Bullets(tuple(items)))
+    if panel.series:
+        rows = tuple(
+            (
+                s.legend,
+                format_value(s.last, panel.unit, panel.value_texts),
+                format_value(s.minimum, panel.unit, panel.value_texts),
+                format_value(s.maximum, panel.unit, panel.value_texts),
+            )
+            for s in panel.series[: MAX_SERIES_PLOTTED * 2]
+        )
+        blocks.append(Table(("series", "last", "min", "max"), rows))
+    return blocks
+
+
+def _panel_sections(panels: Sequence[PanelResult]) -> Iterator[Section]:
+    """One section per panel; panels under a Grafana row are grouped under the row's title."""
+    yield Section("Dashboard panels", 2)
+    row: str | None = None
+    for panel in panels:
+        if panel.panel.row and panel.panel.row != row:
+            yield Section(panel.panel.row, 3)
+        row = panel.panel.row
+        yield Section(panel.title, 4 if row else 3, _panel_blocks(panel))
+
+
+def build_document(data: ReportData) -> Document:
+    """The report's sections, as data: rendered to Markdown and to HTML from this one structure."""
+    intro = Bullets(
+        (
+            line(f"Generated: {data.generated}"),
+            line(f"Window: {data.window}"),
+            line(f"Prometheus: {data.prometheus_url}"),
+            line(f"Dashboard: {DASHBOARD_TITLE} (uid {DASHBOARD_UID})"),
+            *(line(f"Note: {n}") for n in data.notes),
+        )
+    )
+    sections = [
+        Section("Summary", 2, [_summary(data)]),
+        _targets_section(data),
+        _alerts_section(data),
+        _drift_section(data),
+        *_panel_sections(data.panels),
+    ]
+    return Document("StreamFlow monitoring report", [intro], sections)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -510,7 +607,6 @@ def generate_monitoring_report(
     out_dir: Path | None = None,
     *,
     prometheus_url: str | None = None,
-    dashboard_file: Path | None = None,
     end: float | None = None,
 ) -> Path:
     """Write ``monitoring_report.md`` / ``.html`` (+ PNGs) to ``out_dir``; return the .md path.
@@ -525,7 +621,6 @@ def generate_monitoring_report(
     for stale in assets.glob("panel_*.png"):
         stale.unlink()
 
-    dashboard = load_dashboard(dashboard_file, settings)
     end_ts = float(end if end is not None else time.time())
     start_ts = end_ts - minutes * 60
     step_s = max(1.0, round(minutes * 60 / MAX_POINTS))
@@ -537,35 +632,43 @@ def generate_monitoring_report(
         if not client.ready():
             notes.append(f"Prometheus at {url} is unreachable or not ready: no live data in this report")
             live = None
-        panels = _collect_panels(live, dashboard, start_ts, end_ts, step_s)
+        panels = _collect_panels(live, dashboard_panels(), start_ts, end_ts, step_s)
         targets, targets_error = _collect_targets(live)
         alerts, alerts_error = _collect_alerts(live)
 
     for i, panel in enumerate(panels, start=1):
-        image = assets / f"panel_{i:02d}_{panel.panel.get('id', i)}.png"
+        image = assets / f"panel_{i:02d}_{panel.panel.id}.png"
         _render_panel_png(panel, image)
         panel.image = image
 
     fmt = "%Y-%m-%d %H:%M:%S UTC"
-    report = _Report(
-        title="StreamFlow monitoring report",
-        generated=datetime.now(tz=UTC).strftime(fmt),
-        window=(
-            f"last {minutes:g} min ({datetime.fromtimestamp(start_ts, tz=UTC).strftime(fmt)} → "
-            f"{datetime.fromtimestamp(end_ts, tz=UTC).strftime(fmt)}, step {step_s:g}s)"
-        ),
-        prometheus_url=url,
-        dashboard=f"{dashboard.get('title', '')} (uid {dashboard.get('uid', '')})",
-        notes=notes,
-        targets=targets,
-        targets_error=targets_error,
-        alerts=alerts,
-        alerts_error=alerts_error,
-        drift=latest_drift_summary(settings),
-        panels=panels,
+    document = build_document(
+        ReportData(
+            generated=datetime.now(tz=UTC).strftime(fmt),
+            window=(
+                f"last {minutes:g} min ({datetime.fromtimestamp(start_ts, tz=UTC).strftime(fmt)} → "
+                f"{datetime.fromtimestamp(end_ts, tz=UTC).strftime(fmt)}, step {step_s:g}s)"
+            ),
+            prometheus_url=url,
+            notes=notes,
+            targets=targets,
+            targets_error=targets_error,
+            alerts=alerts,
+            alerts_error=alerts_error,
+            drift=latest_drift_summary(settings),
+            panels=panels,
+        )
     )
     md_path = out / f"{REPORT_NAME}.md"
-    _write_markdown(report, md_path)
-    _write_html(report, out / f"{REPORT_NAME}.html")
-    logger.info("monitoring report written to %s", md_path)
+    html_path = out / f"{REPORT_NAME}.html"
+    _write_text(md_path, to_markdown(document, images_href=ASSETS_DIR))
+    _write_text(html_path, to_html(document))
+    logger.info("event=monitoring_report_written markdown=%s html=%s panels=%d", md_path, html_path, len(panels))
     return md_path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: a reader never sees a half-written report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
