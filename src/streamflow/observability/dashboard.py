@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamflow.observability.prometheus_local import dashboard_path
+from streamflow.observability.repo_files import dashboard_path
 from streamflow.settings import Settings
 
 DATASOURCE_UID = "streamflow-prometheus"

@@ -33,7 +33,7 @@ from streamflow.observability.dashboard import (
     render_legend,
     substitute_template_vars,
 )
-from streamflow.observability.prometheus_local import PrometheusClient, PrometheusError
+from streamflow.observability.prometheus_client import PrometheusClient, PrometheusError
 from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)
