@@ -6,7 +6,9 @@ Then, one after the other on free 127.0.0.1 ports:
 
 * naive — the course sketch: one uvicorn worker, a sync FastAPI endpoint calling Feast
   ``get_online_features`` and ``mlflow.pyfunc.load_model(...).predict`` per request;
-* ours  — ``python -m streamflow.serving`` (``streamflow serve``), one worker by default.
+* ours  — ``python -m streamflow serve``, one worker by default.
+
+Both run under the process supervisor (``streamflow.processes``), stopped at the end.
 
 Each is measured with wrk (``apt-get install -y wrk``; a Lua script posts random real
 user ids) — sequential (1 connection) and 8 connections — or, without wrk, with a
