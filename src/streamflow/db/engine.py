@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
 
-from streamflow.fileio import atomic_write_text
+from streamflow.fileio import PUBLIC_MODE, atomic_write_text
 from streamflow.processes import pid_alive
 from streamflow.settings import Settings
 
@@ -51,7 +51,7 @@ def prune_dead_handles(pgdata: Path) -> list[int]:
         return []
     dead = [p for p in pids if not pid_alive(p)]
     if dead:
-        atomic_write_text(path, json.dumps([p for p in pids if p not in dead]), mode=0o600)
+        atomic_write_text(path, json.dumps([p for p in pids if p not in dead]), mode=PUBLIC_MODE)
         log.info("event=embedded_pg_pruned_handles pgdata=%s dead_pids=%s", pgdata, dead)
     return dead
 
