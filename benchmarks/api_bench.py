@@ -6,7 +6,9 @@ Then, one after the other on free 127.0.0.1 ports:
 
 * naive — the course sketch: one uvicorn worker, a sync FastAPI endpoint calling Feast
   ``get_online_features`` and ``mlflow.pyfunc.load_model(...).predict`` per request;
-* ours  — ``python -m streamflow.serving`` (``streamflow serve``), one worker by default.
+* ours  — ``python -m streamflow serve``, one worker by default.
+
+Both run under the process supervisor (``streamflow.processes``), stopped at the end.
 
 Each is measured with wrk (``apt-get install -y wrk``; a Lua script posts random real
 user ids) — sequential (1 connection) and 8 connections — or, without wrk, with a
@@ -24,7 +26,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,8 @@ from typing import Any
 import httpx
 
 from streamflow.dates import DEMO_MONTHS as MONTHS
+from streamflow.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.processes import ManagedProcess, Program, Supervisor, http_ready
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SEEDS = REPO.parent / "shared" / "data" / "streamflow-course" / "seeds"
@@ -46,7 +49,7 @@ READY_TIMEOUT = 180.0
 
 
 # ---- the naive server (the course sketch), run by this script in a child process -----
-def naive_app() -> Any:
+def naive_app(home: Path) -> Any:
     """The course's FastAPI sketch, kept naive on purpose (incl. its 200-with-"error")."""
     import mlflow
     from fastapi import FastAPI
@@ -54,9 +57,9 @@ def naive_app() -> Any:
     from streamflow.features.dataset import coerce_feature_dtypes
     from streamflow.features.store import ONLINE_FEATURE_REFS, get_feature_store
     from streamflow.schema import FEATURES
-    from streamflow.settings import get_settings
+    from streamflow.settings import Settings
 
-    settings = get_settings()
+    settings = Settings(home=home)
     mlflow.set_tracking_uri(settings.tracking_uri)
     store = get_feature_store(settings)
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@{settings.model_alias}")
@@ -80,10 +83,10 @@ def naive_app() -> Any:
     return app
 
 
-def serve_naive(port: int) -> None:
+def serve_naive(port: int, home: Path) -> None:
     import uvicorn
 
-    uvicorn.run(naive_app(), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(naive_app(home), host="127.0.0.1", port=port, log_level="warning")
 
 
 # ---- load clients --------------------------------------------------------------------
@@ -208,43 +211,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> None:
-        self.name, self.port = name, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+# Both servers run under the process supervisor (PID files and logs in <tmp>/run): their command
+# lines name the benchmark's home, so nothing else is ever signalled.
+NAIVE = Program(executables=("python*",), args=("--serve-naive",))
+OURS = Program(executables=("python*",), args=("-m", "streamflow", "serve"))
 
-    def wait_ready(self) -> float:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < READY_TIMEOUT:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}:\n{tail}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return time.perf_counter() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.name} server not ready after {READY_TIMEOUT:.0f}s")
 
-    def rss_mb(self) -> float:
-        import psutil
+def server_argv(name: str, home: Path, port: int, workers: int) -> list[str]:
+    if name == "naive":
+        return [sys.executable, __file__, "--serve-naive", str(port), "--home", str(home)]
+    return [sys.executable, "-m", "streamflow", "serve", "--home", str(home), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers)]  # fmt: skip
 
-        p = psutil.Process(self.proc.pid)
-        return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    p = psutil.Process(pid)
+    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
 
 
 def prepare(home: Path, seeds: Path) -> tuple[Any, list[str], dict[str, float]]:
@@ -356,7 +340,7 @@ def write_readme(section: str) -> None:
         text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
+    atomic_write_text(README, text, mode=PUBLIC_MODE)
 
 
 def _median(runs: list[Run], server: str, connections: int) -> Run:
@@ -444,10 +428,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (median reported, 1..5)")
     ap.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     ap.add_argument("--serve-naive", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_naive:
-        serve_naive(args.serve_naive)
+        serve_naive(args.serve_naive, args.home)
         return
     if args.client:
         url, ids_file, conns, secs = args.client
@@ -456,7 +441,7 @@ def main() -> None:
     duration = min(60.0, max(2.0, args.duration))
     repeat = min(5, max(1, args.repeat))
 
-    from streamflow.db.engine import stop_embedded
+    from streamflow.db.engine import release_embedded
     from streamflow.logging_setup import setup_logging
 
     setup_logging("WARNING")
@@ -476,30 +461,29 @@ def main() -> None:
         env = dict(os.environ, STREAMFLOW_HOME=str(home), STREAMFLOW_LOG_LEVEL="WARNING")
         env.pop("MLFLOW_TRACKING_URI", None)
         env.pop("STREAMFLOW_DATABASE_URL", None)
-        servers = {
-            "naive": [sys.executable, __file__, "--serve-naive"],
-            "ours": [
-                sys.executable,
-                "-m",
-                "streamflow.serving",
-                "--host",
-                "127.0.0.1",
-                "--workers",
-                str(args.workers),
-                "--port",
-            ],
-        }
+        supervisor = Supervisor(run_dir=tmpdir / "run", home=home)
         runs: list[Run] = []
         rss: dict[str, float] = {}
         agree = (0, 0)
         ours_parts: dict[str, float] = {}
-        started: dict[str, Server] = {}
+        started: dict[str, ManagedProcess] = {}
         try:
-            for name, cmd in servers.items():
+            for name, program in (("naive", NAIVE), ("ours", OURS)):
                 port = free_port()
-                srv = Server(name, [*cmd, str(port)], env, port, tmpdir / f"{name}.log")
+                url = f"http://127.0.0.1:{port}"
+                t_start = time.perf_counter()
+                srv = supervisor.start(
+                    name,
+                    server_argv(name, home, port, args.workers),
+                    program=program,
+                    ready=http_ready(f"{url}/ready"),
+                    timeout=READY_TIMEOUT,
+                    url=url,
+                    env=env,
+                    address=("127.0.0.1", port),
+                )
                 started[name] = srv
-                print(f"{name}: ready after {srv.wait_ready():.1f}s on {srv.url}", flush=True)
+                print(f"{name}: ready after {time.perf_counter() - t_start:.1f}s on {srv.url}", flush=True)
             # Both up (idle) while each is measured: the same conditions for both.
             if args.workers > 1:
                 time.sleep(5)  # every worker loads its own model and mirror
@@ -523,12 +507,12 @@ def main() -> None:
                             flush=True,
                         )
             for name, srv in started.items():
-                rss[name] = srv.rss_mb()
+                rss[name] = rss_mb(srv.pid)
             ours_parts = ours_breakdown(started["ours"].url)
         finally:
             for srv in started.values():
-                srv.stop()
-            stop_embedded(settings)
+                supervisor.stop_process(srv, timeout=20.0)
+            release_embedded(settings)
     meta = {
         "workers": args.workers,
         "users": len(ids),

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamflow.db.engine import stop_embedded
+from streamflow.db.engine import release_embedded
 from streamflow.features.store import materialize_latest
 from streamflow.ingest.loader import ingest_month
 from streamflow.logging_setup import setup_logging
@@ -49,7 +49,7 @@ def main() -> None:
                 materialize_latest(settings)
                 print(f"feast materialize       {time.perf_counter() - t1:.1f}s")
         finally:
-            stop_embedded(settings)
+            release_embedded(settings)
 
 
 if __name__ == "__main__":

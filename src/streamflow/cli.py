@@ -206,11 +206,17 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings, 8000).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes (multiprocess metrics).")] = 1,
+    home: Annotated[
+        Path | None, typer.Option(help="State directory (default: settings, STREAMFLOW_HOME).", show_default=False)
+    ] = None,
 ) -> None:
     """Serve the prediction API (FastAPI: /predict, /predict/batch, /metrics, /health, /ready, /model)."""
     from streamflow.serving.server import run_server
 
-    run_server(_settings(), host=host, port=port, workers=workers)
+    settings = _settings()
+    if home is not None:
+        settings = Settings(home=home)
+    run_server(settings, host=host, port=port, workers=workers)
 
 
 @command(app)
@@ -399,7 +405,7 @@ def dashboards_build(
 ) -> None:
     """(Re)generate the provisioned Grafana dashboard JSON from its Python definition."""
     from streamflow.observability.dashboards import is_up_to_date, write_dashboard_json
-    from streamflow.observability.prometheus_local import dashboard_path
+    from streamflow.observability.repo_files import dashboard_path
 
     settings = _settings()
     try:

@@ -39,6 +39,7 @@ def run_demo(
     drift: str | None = None,
 ) -> DemoOutcome:
     from streamflow.observability import prometheus_local as prom
+    from streamflow.processes import local_address
     from streamflow.runtime import start_api_background
 
     outcome = DemoOutcome()
@@ -54,7 +55,7 @@ def run_demo(
 
     # 4. Prometheus + Pushgateway (when the binaries exist) ----------------------------
     header("observability (native Prometheus + Pushgateway)")
-    api_target = f"{prom.local_address(settings.api_host)}:{settings.api_port}"
+    api_target = f"{local_address(settings.api_host)}:{settings.api_port}"
     gateway = prom.start_pushgateway(settings)
     prometheus = prom.start_prometheus(settings, api_target=api_target)
     if gateway is None:
@@ -82,13 +83,13 @@ def run_demo(
 
     # 5. API ----------------------------------------------------------------------------
     header("prediction API (background)")
+    api = start_api_background(settings, settings.api_host, settings.api_port)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
-    pid = start_api_background(settings, settings.api_host, settings.api_port)
-    outcome.background.append(f"api (pid {pid})")
+    outcome.background.append(f"api (pid {api.pid})")
     outcome.urls.update(
         {"API docs": f"{api_url}/docs", "API metrics": f"{api_url}/metrics", "API model": f"{api_url}/model"}
     )
-    console.print(f"API ready at {api_url} (log: {settings.run_dir / 'api.log'})")
+    console.print(f"API ready at {api_url} (log: {api.log_file})")
 
     # 6. traffic ------------------------------------------------------------------------
     # Paced, so that several Prometheus scrapes (every 10 s) see the counters move: a burst

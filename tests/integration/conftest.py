@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.db.engine import stop_embedded
+from streamflow.db.engine import release_embedded
 from streamflow.ingest.loader import ingest_month
 from streamflow.logging_setup import setup_logging
 from streamflow.settings import Settings
@@ -93,4 +93,4 @@ def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -
         stack.train("2024-01-31")
         yield stack
     finally:
-        stop_embedded(settings)
+        release_embedded(settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamflow.procs import pid_alive
+from streamflow.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 

@@ -40,19 +40,16 @@ from typer.testing import CliRunner
 
 from streamflow.cli import app
 from streamflow.dates import month_as_of
-from streamflow.db.engine import stop_embedded
+from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows.monitor import monitor_month
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
 from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring import monitor as monitor_mod
 from streamflow.monitoring.drift import DriftInputError
-from streamflow.observability.prometheus_local import (
-    PrometheusClient,
-    start_prometheus,
-    start_pushgateway,
-    stop_process,
-)
+from streamflow.observability.prometheus_client import PrometheusClient
+from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway
+from streamflow.processes import Supervisor
 from streamflow.schema import FEATURES
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
@@ -150,7 +147,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
         yield Prom(url=prom.url, gateway_url=gateway.url)
     finally:
         for proc in reversed(started):
-            stop_process(proc)
+            Supervisor.for_settings(launcher).stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -381,7 +378,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenStack]:
         print(f"\n[timing] planted-drift stack (2 x {GEN_USERS} users + model): {time.perf_counter() - t0:.1f}s")
         yield GenStack(settings, seeds, months, trained.version)
     finally:
-        stop_embedded(settings)
+        release_embedded(settings)
 
 
 def test_planted_drift_flags_exactly_the_planted_columns_and_retrains(

@@ -22,8 +22,6 @@ import random
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,16 +37,11 @@ import sqlalchemy as sa
 
 from streamflow.db.engine import get_engine
 from streamflow.observability.dashboard import dashboard_panels, panel_queries
-from streamflow.observability.prometheus_local import (
-    ManagedProcess,
-    PrometheusClient,
-    pid_file,
-    start_prometheus,
-    start_pushgateway,
-    stop_local_stack,
-)
+from streamflow.observability.prometheus_client import PrometheusClient
+from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway, stop_local_stack
 from streamflow.observability.report import generate_monitoring_report
-from streamflow.runtime import wait_ready
+from streamflow.processes import ManagedProcess, StartError, Supervisor, http_ready
+from streamflow.runtime import API_PROGRAM, api_argv
 from streamflow.settings import Settings
 
 from .conftest import Stack as CourseStack
@@ -118,18 +111,19 @@ class RealApi:
         self.url = f"http://127.0.0.1:{self.port}"
         env = stack.env()
         env["STREAMFLOW_MODEL_POLL_SECONDS"] = "2"
-        self.log_path = stack.settings.home / f"api-{self.port}.log"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamflow", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+        self.supervisor = Supervisor.for_settings(stack.settings)
+        try:
+            self.proc = self.supervisor.start(
+                f"api-{self.port}",
+                api_argv(stack.settings, "127.0.0.1", self.port),
+                program=API_PROGRAM,
+                ready=http_ready(f"{self.url}/ready"),
+                timeout=180,
+                url=self.url,
                 env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
             )
-        if not wait_ready(self.url, 180, self.proc.pid):
-            self.proc.kill()
-            raise AssertionError(f"API not ready: {self.log_path.read_text()[-3000:]}")
+        except StartError as exc:
+            raise AssertionError(f"API not ready: {exc}") from None
         with get_engine(stack.settings).connect() as conn:
             self.user_ids = list(
                 conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id LIMIT 500")).scalars()
@@ -158,13 +152,7 @@ class RealApi:
         if not self._stop.is_set():
             self._stop.set()
             self._loop.join(timeout=10)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        self.supervisor.stop_process(self.proc, timeout=20)
 
 
 @pytest.fixture(scope="session")
@@ -299,8 +287,9 @@ def test_targets_up(stack: Stack, api_target_url: str) -> None:
     assert targets["api"]["scrapeUrl"] == f"{api_target_url}/metrics"
     assert stack.client.query('up{job="api"}')[0]["value"][1] == "1"
     # the PID files name exactly the processes started
-    assert pid_file(stack.settings, "prometheus").read_text().strip() == str(stack.prometheus.pid)
-    assert pid_file(stack.settings, "pushgateway").read_text().strip() == str(stack.pushgateway.pid)
+    pid_file = Supervisor.for_settings(stack.settings).pid_file
+    assert pid_file("prometheus").read_text().strip() == str(stack.prometheus.pid)
+    assert pid_file("pushgateway").read_text().strip() == str(stack.pushgateway.pid)
     # starting again is idempotent: the running instance is returned
     again = start_prometheus(stack.settings, scrape_interval="1s")
     assert again is not None and again.pid == stack.prometheus.pid
@@ -460,7 +449,7 @@ def test_api_down_sets_up_zero_and_alert_pending(tmp_path: Path, api_target_fact
             assert client.query('ALERTS{alertname="StreamflowApiDown", alertstate="pending"}')
         pid = prometheus.pid
         assert stop_local_stack(settings) == ["prometheus"]
-        assert not pid_file(settings, "prometheus").exists()
+        assert not Supervisor.for_settings(settings).pid_file("prometheus").exists()
         assert not Path(f"/proc/{pid}").exists()
     finally:
         target.stop()

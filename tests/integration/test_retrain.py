@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from streamflow.db.engine import stop_embedded
+from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
@@ -57,7 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainStack]:
         print(f"\n[timing] retrain stack ({USERS} users): {time.perf_counter() - t0:.1f}s")
         yield RetrainStack(settings, dataset)
     finally:
-        stop_embedded(settings)
+        release_embedded(settings)
 
 
 def shuffled(df: pd.DataFrame) -> pd.DataFrame:

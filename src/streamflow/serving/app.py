@@ -336,9 +336,9 @@ def create_app(
                 mirror.stop()
             mark_this_process_dead()
             if release_database_on_shutdown:
-                from streamflow.db.engine import stop_embedded
+                from streamflow.db.engine import release_embedded
 
-                stop_embedded(settings)
+                release_embedded(settings)
             log.info("event=api_stopped pid=%d", os.getpid())
 
     app = FastAPI(

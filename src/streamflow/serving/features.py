@@ -140,9 +140,9 @@ class FeatureMirror:
         if self._conninfo is None:
             # Resolved once: for the embedded PostgreSQL this attaches to (or starts) it;
             # afterwards the API only ever connects, so a stopped database stays stopped.
-            from streamflow.db.engine import libpq_conninfo
+            from streamflow.db.engine import libpq_url
 
-            self._conninfo = libpq_conninfo(self.settings)
+            self._conninfo = libpq_url(self.settings)
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(
                 self._conninfo,
