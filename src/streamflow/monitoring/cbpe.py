@@ -259,10 +259,10 @@ def estimate_roc_auc(calibrated_proba: Any, model_proba: Any) -> float:
     order = np.argsort(model)[::-1]
     calibrated = calibrated[order]
     with np.errstate(divide="ignore", invalid="ignore"):
-        tps = np.cumsum(calibrated)
-        fps = 1 + np.arange(len(calibrated)) - tps
-        tps = np.round(np.r_[0, tps], _AUC_ROUND_DECIMALS)
-        fps = np.round(np.r_[0, fps], _AUC_ROUND_DECIMALS)
+        cum_tp = np.cumsum(calibrated)
+        cum_fp = 1 + np.arange(len(calibrated)) - cum_tp
+        tps = np.round(np.concatenate(([0.0], cum_tp)), _AUC_ROUND_DECIMALS)
+        fps = np.round(np.concatenate(([0.0], cum_fp)), _AUC_ROUND_DECIMALS)
         tpr = tps / tps[-1]
         fpr = fps / fps[-1]
         if not (np.isfinite(tpr).all() and np.isfinite(fpr).all()):
