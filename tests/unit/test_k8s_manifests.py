@@ -52,7 +52,12 @@ CRD_GROUP = "monitoring.coreos.com/v1"
 # compose service → the Kubernetes workload of the same name (compose `init` is a Job)
 STREAMFLOW_WORKLOADS = {"api": "Deployment", "init": "Job", "monitor": "CronJob"}
 # images of compose services that do not build this repository
-THIRD_PARTY = {"postgres": "StatefulSet", "pushgateway": "Deployment", "prometheus": "Deployment", "grafana": "Deployment"}
+THIRD_PARTY = {
+    "postgres": "StatefulSet",
+    "pushgateway": "Deployment",
+    "prometheus": "Deployment",
+    "grafana": "Deployment",
+}
 # Kubernetes-only env of the monitor CronJob (months from a ConfigMap, Prefect server address)
 MONITOR_EXTRA_ENV = {"MONITOR_REF_AS_OF", "MONITOR_CUR_AS_OF", "PREFECT_API_URL"}
 SECRET_KEYS_EXAMPLES = {
@@ -103,7 +108,11 @@ class Manifests:
 
     def configmap(self, name: str) -> dict[str, Any]:
         """A generated ConfigMap by its name before kustomize's hash suffix."""
-        found = [d for d in self.of_kind("ConfigMap") if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", d["metadata"]["name"])]
+        found = [
+            d
+            for d in self.of_kind("ConfigMap")
+            if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", d["metadata"]["name"])
+        ]
         assert len(found) == 1, f"ConfigMap {name}-<hash>: {len(found)} documents"
         return found[0]
 
@@ -224,9 +233,9 @@ def test_the_validators_reject_what_a_cluster_would() -> None:
     ServiceMonitor field (the API server would prune it silently) are all rejected."""
     m = Manifests("production")
     api = copy.deepcopy(m.get("Deployment", "api"))
-    api["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = api["spec"]["template"]["spec"][
-        "containers"
-    ][0].pop("readinessProbe")
+    api["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = api["spec"]["template"]["spec"]["containers"][
+        0
+    ].pop("readinessProbe")
     with pytest.raises(jsonschema.ValidationError):
         validate_document(api)
     hpa = copy.deepcopy(m.get("HorizontalPodAutoscaler", "api"))
@@ -243,7 +252,11 @@ def test_the_validators_reject_what_a_cluster_would() -> None:
     rule["spec"]["groups"][0]["rules"][0]["for"] = "one minute"
     with pytest.raises(jsonschema.ValidationError):
         validate_document(rule)
-    for doc in (m.get("Deployment", "api"), m.get("ServiceMonitor", "api"), m.get("PrometheusRule", "streamflow-rules")):
+    for doc in (
+        m.get("Deployment", "api"),
+        m.get("ServiceMonitor", "api"),
+        m.get("PrometheusRule", "streamflow-rules"),
+    ):
         validate_document(doc)  # the originals pass
 
 
@@ -321,7 +334,9 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def test_pdb_selects_exactly_the_api_pods(m: Manifests) -> None:
     pdb = m.get("PodDisruptionBudget", "api")
     assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
-    chosen = [w["metadata"]["name"] for w, t in m.workloads() if selects(pdb["spec"]["selector"], t["metadata"]["labels"])]
+    chosen = [
+        w["metadata"]["name"] for w, t in m.workloads() if selects(pdb["spec"]["selector"], t["metadata"]["labels"])
+    ]
     assert chosen == ["api"]
     assert m.get("Deployment", "api")["spec"]["selector"] == pdb["spec"]["selector"]
 
@@ -343,9 +358,7 @@ def check_cli(argv: list[str], env: dict[str, Any]) -> None:
     assert argv[0] == "streamflow", argv
     command = cli_commands().get(argv[1])
     assert command is not None, f"`streamflow {argv[1]}` is not a command"
-    options = {
-        opt: p for p in command.params if p.param_type_name == "option" for opt in [*p.opts, *p.secondary_opts]
-    }
+    options = {opt: p for p in command.params if p.param_type_name == "option" for opt in [*p.opts, *p.secondary_opts]}
     rest = argv[2:]
     while rest:
         token = rest.pop(0)
@@ -384,6 +397,11 @@ def test_monitor_cronjob_compares_the_configured_months(m: Manifests) -> None:
     assert (env[ref[1]], env[cur[1]]) == ("2024-01-31", "2024-02-29")  # month_000, month_001
     assert env["PREFECT_API_URL"] == "http://prefect:4200/api"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    from streamflow.flows.monitor import EXIT_BAD_INPUT
+
+    (rule,) = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"  # bad input is not retried
+    assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": [EXIT_BAD_INPUT]}
     assert cronjob["spec"]["schedule"] == "0 6 1 * *"  # `streamflow schedule`'s default cron
     from streamflow.flows.schedule import DEFAULT_CRON
 
@@ -432,15 +450,17 @@ def test_streamflow_env_names_and_values_match_compose(m: Manifests, compose: di
                 assert env[var] == {"secretKeyRef": {"name": "streamflow-postgres", "key": var}}, (name, var)
             elif var == "STREAMFLOW_DATABASE_URL":
                 # compose: ${POSTGRES_USER:?…}…@postgres:5432/…; k8s: $(POSTGRES_USER)…@$(POSTGRES_HOST):5432/…
-                k8s_url = REF_RE.sub(
-                    lambda r: f"{{{r[1]}}}" if r[1] in secret_vars else str(env[r[1]]), str(env[var])
-                )
+                k8s_url = str(env[var])
+                for ref in REF_RE.findall(k8s_url):
+                    k8s_url = k8s_url.replace(f"$({ref})", f"{{{ref}}}" if ref in secret_vars else str(env[ref]))
                 assert k8s_url == COMPOSE_VAR_RE.sub(r"{\1}", value), name
             else:
                 assert env[var] == value, (name, var)
         # $(VAR) in env is expanded only from variables defined before it (envFrom first)
         container = m.container(kind, name)
-        defined = {k for s in container.get("envFrom", []) for k in m.configmap_by_ref(s["configMapRef"]["name"])["data"]}
+        defined = {
+            k for s in container.get("envFrom", []) for k in m.configmap_by_ref(s["configMapRef"]["name"])["data"]
+        }
         for var in container.get("env", []):
             for ref in REF_RE.findall(var.get("value", "")):
                 assert ref in defined, f"{name}: {var['name']} uses $({ref}) before it is defined"
@@ -509,8 +529,9 @@ def test_no_literal_credentials(m: Manifests) -> None:
             for var in container.get("env", []):
                 if re.search(r"PASSWORD|SECRET|TOKEN|_USER$", var["name"]):
                     assert "secretKeyRef" in var.get("valueFrom", {}), f"{container['name']}: {var['name']}"
-                if "value" in var:
-                    assert not re.search(r"://[^/@$]*:[^/@$]+@", var["value"]), f"{var['name']} embeds a credential"
+                if "value" in var:  # user:password@ in a URL only from $(VARS)
+                    literal = REF_RE.sub("", var["value"])
+                    assert not re.search(r"://[^/@]*:[^/@]+@", literal), f"{var['name']} embeds a credential"
 
 
 def test_secret_references_match_the_documented_examples(m: Manifests) -> None:
@@ -568,7 +589,9 @@ def test_services_are_cluster_internal(m: Manifests) -> None:
         name = svc["metadata"]["name"]
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", name
         assert not svc["spec"].get("externalIPs"), name
-        chosen = [(w, t) for w, t in workloads if selects({"matchLabels": svc["spec"]["selector"]}, t["metadata"]["labels"])]
+        chosen = [
+            (w, t) for w, t in workloads if selects({"matchLabels": svc["spec"]["selector"]}, t["metadata"]["labels"])
+        ]
         assert [w["metadata"]["name"] for w, _t in chosen] == [name], f"Service {name} selects {chosen}"
         ports = {p["name"]: p["containerPort"] for p in chosen[0][1]["spec"]["containers"][0]["ports"]}
         for port in svc["spec"]["ports"]:
@@ -737,12 +760,11 @@ def test_prometheusrule_holds_exactly_the_rule_files() -> None:
     assert rule["spec"]["groups"] == groups  # same content, parsed
     assert [r.get("alert") or r.get("record") for g in groups for r in g["rules"]]  # not vacuous
     # and the committed file is what the generator writes today (byte for byte)
-    sys.path.insert(0, str(K8S))
-    try:
-        import prometheusrule
-    finally:
-        sys.path.remove(str(K8S))
-    assert PROMETHEUSRULE.read_text() == prometheusrule.render()
+    check = subprocess.run(
+        [sys.executable, str(K8S / "prometheusrule.py"), "--check"], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    assert PROMETHEUSRULE.read_text().count("- alert: ") == sum("alert" in r for g in groups for r in g["rules"])
     changed = copy.deepcopy(groups)
     changed[0]["rules"][0]["for"] = "2m"
     assert rule["spec"]["groups"] != changed
