@@ -481,9 +481,13 @@ def test_service_env_matches_compose(m: Manifests, compose: dict[str, Any]) -> N
             assert grafana[var] == {"secretKeyRef": {"name": "grafana-admin", "key": compose_ref[1]}}, var
         else:
             assert grafana[var] == value, var
-    prefect = resolved_env(m, m.container("Deployment", "prefect"))
+    prefect_container = m.container("Deployment", "prefect")
+    prefect = resolved_env(m, prefect_container)
+    ui_dir = prefect.pop("PREFECT_UI_STATIC_DIRECTORY")  # Kubernetes only: read-only root filesystem
     prefect_only = {k: v for k, v in services["prefect"]["environment"].items() if k.startswith("PREFECT_")}
     assert prefect == prefect_only, "the Prefect server gets its compose PREFECT_* settings and no credential"
+    writable = [p for p, v in mount_paths(prefect_container).items() if v != "tmp"]
+    assert any(str(ui_dir).startswith(p + "/") for p in writable), "the UI bundle is copied onto a volume"
 
 
 def mount_paths(container: dict[str, Any]) -> dict[str, str]:
