@@ -397,11 +397,11 @@ def test_monitor_cronjob_compares_the_configured_months(m: Manifests) -> None:
     assert (env[ref[1]], env[cur[1]]) == ("2024-01-31", "2024-02-29")  # month_000, month_001
     assert env["PREFECT_API_URL"] == "http://prefect:4200/api"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
-    from streamflow.flows.monitor import EXIT_BAD_INPUT
+    from streamflow.errors import ExitCode
 
     (rule,) = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailJob"  # bad input is not retried
-    assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": [EXIT_BAD_INPUT]}
+    assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": [int(ExitCode.BAD_INPUT)]}
     assert cronjob["spec"]["schedule"] == "0 6 1 * *"  # `streamflow schedule`'s default cron
     from streamflow.flows.schedule import DEFAULT_CRON
 

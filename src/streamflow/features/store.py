@@ -22,6 +22,7 @@ from feast.types import Bool, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
 
 from streamflow.db.engine import get_engine, pg_params, sqlalchemy_url
+from streamflow.fileio import SECRET_MODE, atomic_write_text
 from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.settings import Settings
 
@@ -74,10 +75,7 @@ def write_repo_config(settings: Settings) -> Path:
     repo = settings.feast_repo_dir
     repo.mkdir(parents=True, exist_ok=True)
     path = repo / "feature_store.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(repo_config_dict(settings), sort_keys=False))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(repo_config_dict(settings), sort_keys=False), mode=SECRET_MODE)
     return path
 
 
