@@ -5,8 +5,9 @@ in the feature mirror, one onnxruntime call on one thread, and a response assemb
 from the pre-encoded ``features_used`` JSON of that user (``service.py``). Route handlers
 live in ``routes/`` and read the components from ``app.state``; with ``fast_path=True``
 (default) the two prediction routes are served by plain ASGI handlers with identical
-behaviour (``asgi.py``). ``/docs`` and ``/redoc`` serve their JavaScript and CSS from the
-installed ``fastapi-offline`` package: they work without internet access.
+behaviour (``asgi.py``). ``/docs`` (Swagger UI) serves its JavaScript and CSS from the
+installed ``fastapi-offline`` package: it works without internet access. There is no
+``/redoc``: ReDoc's bundle loads its logo from a CDN.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DOCS_ASSETS_URL = "/static-offline-docs"  # Swagger UI / ReDoc JavaScript, CSS and favicon
+DOCS_ASSETS_URL = "/static-offline-docs"  # Swagger UI JavaScript, CSS and favicon
 
 
 async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
@@ -102,6 +103,7 @@ def create_app(
         ),
         lifespan=_lifespan(settings, start_background, release_database_on_shutdown),
         static_url=DOCS_ASSETS_URL,
+        redoc_url=None,
         # Metrics go to Prometheus; FastAPI's native OpenTelemetry hooks would only add
         # per-request provider checks to the hot path.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
