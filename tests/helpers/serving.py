@@ -31,6 +31,7 @@ class Served:
     settings: Settings
     pipeline: Any
     model: LoadedModel
+    onnx_bytes: bytes
     snapshot: FeatureSnapshot
     online: pd.DataFrame
 
@@ -45,8 +46,9 @@ def build_served(seeds: Path, home: Path, n_estimators: int = 40) -> Served:
     train = month_frame(seeds / "month_000")
     pipe = build_pipeline(settings, n_jobs=1)
     pipe.fit(train[FEATURES], train[LABEL])
+    onnx_bytes = export_onnx(pipe, train[FEATURES].head(200))
     model = build_loaded_model(
-        export_onnx(pipe, train[FEATURES].head(200)),
+        onnx_bytes,
         name=settings.model_name,
         alias=settings.model_alias,
         version=VERSION,
@@ -58,7 +60,7 @@ def build_served(seeds: Path, home: Path, n_estimators: int = 40) -> Served:
     snapshot = build_snapshot(
         online[[ENTITY, *FEATURES]], as_of=ONLINE_AS_OF, materialized_at=datetime(2024, 3, 1, tzinfo=UTC)
     )
-    return Served(settings, pipe, model, snapshot, online)
+    return Served(settings, pipe, model, onnx_bytes, snapshot, online)
 
 
 def make_app(served: Served, *, fast_path: bool = True, db_ok: bool = True, with_model: bool = True) -> FastAPI:
