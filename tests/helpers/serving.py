@@ -1,14 +1,21 @@
 """The API over a real (small) ONNX model and a real feature snapshot, no database: what
-the serving unit tests and the browser test of /docs build their apps from."""
+the serving unit tests and the browser test of /docs build their apps from, and a uvicorn
+server in a thread for the tests that need real HTTP."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import uvicorn
 from fastapi import FastAPI
 
 from streamflow.schema import ENTITY, FEATURES, LABEL
@@ -74,3 +81,29 @@ def make_app(served: Served, *, fast_path: bool = True, db_ok: bool = True, with
     if not db_ok:
         mirror.last_error = "OperationalError: connection refused"
     return create_app(served.settings, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: FastAPI, start_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields its URL and
+    always shuts the server down."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

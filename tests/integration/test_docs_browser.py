@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
-from tests.helpers.serving import make_app
+from tests.helpers.serving import make_app, uvicorn_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -48,29 +44,10 @@ OPERATIONS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def api_url(served: Any) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(make_app(served), host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="docs-api", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with uvicorn_in_thread(make_app(served)) as url:
+        yield url
 
 
 @pytest.fixture

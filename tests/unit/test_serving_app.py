@@ -363,3 +363,16 @@ def test_docs_page_loads_its_assets_from_the_app(client: TestClient) -> None:
 def test_redoc_is_not_served(client: TestClient) -> None:
     """ReDoc's bundle fetches its logo from a CDN: /docs is the one documentation page."""
     assert client.get("/redoc").status_code == 404
+
+
+def test_features_used_model_is_derived_from_the_schema() -> None:
+    from streamflow.schema import FEATURE_DTYPES
+    from streamflow.serving.schemas import EXAMPLE_FEATURES, FeaturesUsed
+
+    assert list(FeaturesUsed.model_fields) == FEATURES
+    assert list(EXAMPLE_FEATURES) == FEATURES
+    FeaturesUsed.model_validate(EXAMPLE_FEATURES)
+    FeaturesUsed.model_validate(dict.fromkeys(FEATURES))  # every feature may be missing
+    for f in FEATURES:
+        json_type = FeaturesUsed.model_json_schema()["properties"][f]["anyOf"][0]["type"]
+        assert json_type == {"int64": "integer", "float64": "number", "object": "string"}[FEATURE_DTYPES[f]]

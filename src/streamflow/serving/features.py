@@ -115,7 +115,6 @@ class FeatureMirror:
         self.snapshot: FeatureSnapshot | None = None
         self.db_ok = False
         self.last_error: str | None = None
-        self.last_check: float | None = None
         self._conninfo: str | None = None
         self._conn: Any = None
         self._store: Any = None
@@ -240,7 +239,6 @@ class FeatureMirror:
     def check(self, force: bool = False) -> bool:
         """Health check + invalidation. Returns True if the mirror was reloaded. Never raises."""
         with self._lock:
-            self.last_check = time.time()
             try:
                 materialized_at, as_of = self._latest_materialization()
             except Exception as exc:

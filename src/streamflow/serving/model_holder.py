@@ -133,7 +133,6 @@ class ModelHolder:
         self.metrics = metrics
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self.last_check: float | None = None
         self._lock = threading.Lock()  # one load at a time (poll thread vs /admin/reload)
         self._poll = PeriodicTask("model-poll", settings.model_poll_seconds, self.check, join_timeout=10)
         self._client: Any = None
@@ -189,7 +188,6 @@ class ModelHolder:
         """Load the alias's version if it differs from the served one (or ``force``).
         Never raises."""
         with self._lock:
-            self.last_check = time.time()
             try:
                 mv = self._resolve()
                 if mv is None:
