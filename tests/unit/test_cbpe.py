@@ -51,7 +51,7 @@ from streamflow.seeds.drift import DriftSpec, parse_drift_option
 from streamflow.settings import Settings
 from streamflow.training.pipeline import build_pipeline
 from streamflow.training.train import split_dataset
-from tests.unit.test_serving_onnx import course_month
+from tests.helpers.data import month_frame
 
 NANNYML_VERSION = "0.13.1"
 NANNYML_METRICS = {"auc": "roc_auc", "f1": "f1", "accuracy": "accuracy", "precision": "precision", "recall": "recall"}
@@ -428,7 +428,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for name, drift in variants.items():
         generator.generate_months(root / name, 2, USERS, SEED, drift=drift)
-        frames[name] = (course_month("month_000", root / name), course_month("month_001", root / name))
+        frames[name] = (month_frame(root / name / "month_000"), month_frame(root / name / "month_001"))
     month0 = frames["none"][0]
     assert all(m0.equals(month0) for m0, _ in frames.values())
     settings = Settings(n_estimators=N_ESTIMATORS, home=root / "home")

@@ -401,7 +401,8 @@ def test_monitor_cronjob_compares_the_configured_months(m: Manifests) -> None:
 
     (rule,) = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailJob"  # bad input is not retried
-    assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": [int(ExitCode.BAD_INPUT)]}
+    bad_input = [int(ExitCode.BAD_INPUT)]
+    assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In", "values": bad_input}
     assert cronjob["spec"]["schedule"] == "0 6 1 * *"  # `streamflow schedule`'s default cron
     from streamflow.flows.schedule import DEFAULT_CRON
 

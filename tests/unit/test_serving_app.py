@@ -1,6 +1,7 @@
 """The prediction API over a real (small) ONNX model and a real feature snapshot built
-from the course CSVs — no database: the contract, errors, metrics and a fuzz of the
-request body. (Integration tests repeat the important parts on the full stack.)"""
+from generated data (``streamflow.seeds.generator``) — no database: the contract, errors,
+metrics, the offline docs and a fuzz of the request body. (Integration tests repeat the
+important parts on the full stack.)"""
 
 from __future__ import annotations
 
@@ -8,79 +9,20 @@ import dataclasses
 import json
 import string
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamflow.schema import ENTITY, FEATURES, LABEL
-from streamflow.serving.app import create_app
-from streamflow.serving.features import FeatureMirror, FeatureSnapshot, build_snapshot
-from streamflow.serving.metrics import LATENCY_BUCKETS, PROBABILITY_BUCKETS, ApiMetrics
-from streamflow.serving.model_holder import LoadedModel, ModelHolder, build_loaded_model
-from streamflow.serving.onnx_model import export_onnx
-from streamflow.settings import Settings
-from streamflow.training.pipeline import build_pipeline
-from tests.unit.test_serving_onnx import course_month
-
-VERSION = "7"
-
-
-@dataclass
-class Served:
-    settings: Settings
-    pipeline: Any
-    model: LoadedModel
-    snapshot: FeatureSnapshot
-    online: pd.DataFrame
-
-    @property
-    def user_ids(self) -> list[str]:
-        return list(self.online[ENTITY])
-
-
-@pytest.fixture(scope="module")
-def served(course_seeds: Path, tmp_path_factory: pytest.TempPathFactory) -> Served:
-    settings = Settings(home=tmp_path_factory.mktemp("serving_home"), n_estimators=40)
-    train = course_month("month_000", course_seeds)
-    pipe = build_pipeline(settings, n_jobs=1)
-    pipe.fit(train[FEATURES], train[LABEL])
-    model = build_loaded_model(
-        export_onnx(pipe, train[FEATURES].head(200)),
-        name=settings.model_name,
-        alias=settings.model_alias,
-        version=VERSION,
-        run_id="unit-run",
-        as_of="2024-01-31",
-        metrics={"val_auc": 0.8},
-    )
-    online = course_month("month_001", course_seeds)
-    snapshot = build_snapshot(
-        online[[ENTITY, *FEATURES]], as_of=date(2024, 2, 29), materialized_at=datetime(2024, 3, 1, tzinfo=UTC)
-    )
-    return Served(settings, pipe, model, snapshot, online)
-
-
-def make_app(served: Served, *, fast_path: bool = True, db_ok: bool = True, with_model: bool = True) -> FastAPI:
-    metrics = ApiMetrics()
-    holder = ModelHolder(served.settings, metrics)
-    if with_model:
-        holder.install(served.model)
-    mirror = FeatureMirror(served.settings)
-    mirror.snapshot = served.snapshot
-    mirror.db_ok = db_ok
-    if not db_ok:
-        mirror.last_error = "OperationalError: connection refused"
-    return create_app(served.settings, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
+from streamflow.schema import ENTITY, FEATURES
+from streamflow.serving.metrics import LATENCY_BUCKETS, PROBABILITY_BUCKETS
+from streamflow.serving.model_holder import ModelHolder
+from tests.helpers.serving import VERSION, Served, make_app
 
 
 @pytest.fixture(params=[True, False], ids=["fast_path", "fastapi_path"])
@@ -403,3 +345,34 @@ def test_known_ids_after_fuzz(fuzz_client: TestClient, served: Served) -> None:
     text = fuzz_client.get("/metrics").text
     assert 'status="500"' not in text
     assert json.loads(fuzz_client.post("/predict", json={"user_id": served.user_ids[0]}).text)["user_id"]
+
+
+# ---- offline docs -----------------------------------------------------------------------
+def test_docs_page_loads_its_assets_from_the_app(client: TestClient) -> None:
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert "/openapi.json" in html
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert f"/static-offline-docs/{asset}" in html
+        served = client.get(f"/static-offline-docs/{asset}")
+        assert served.status_code == 200 and len(served.content) > 1_000
+
+
+def test_redoc_is_not_served(client: TestClient) -> None:
+    """ReDoc's bundle fetches its logo from a CDN: /docs is the one documentation page."""
+    assert client.get("/redoc").status_code == 404
+
+
+def test_features_used_model_is_derived_from_the_schema() -> None:
+    from streamflow.schema import FEATURE_DTYPES
+    from streamflow.serving.schemas import EXAMPLE_FEATURES, FeaturesUsed
+
+    assert list(FeaturesUsed.model_fields) == FEATURES
+    assert list(EXAMPLE_FEATURES) == FEATURES
+    FeaturesUsed.model_validate(EXAMPLE_FEATURES)
+    FeaturesUsed.model_validate(dict.fromkeys(FEATURES))  # every feature may be missing
+    for f in FEATURES:
+        json_type = FeaturesUsed.model_json_schema()["properties"][f]["anyOf"][0]["type"]
+        assert json_type == {"int64": "integer", "float64": "number", "object": "string"}[FEATURE_DTYPES[f]]

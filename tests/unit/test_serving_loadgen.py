@@ -3,41 +3,21 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.loadgen import LoadTargetError, check_target, run_load
 from streamflow.settings import Settings
-from tests.unit.test_serving_app import Served, make_app, served  # noqa: F401  (fixture)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers.serving import Served, free_port, make_app, uvicorn_in_thread
 
 
 @pytest.fixture(scope="module")
-def api_url(served: Served) -> Iterator[str]:  # noqa: F811
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(served), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+def api_url(served: Served) -> Iterator[str]:
+    with uvicorn_in_thread(make_app(served)) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
@@ -75,7 +55,7 @@ def test_bounds(kwargs: dict[str, float]) -> None:
         run_load("http://127.0.0.1:9", 10, 2, duration=0, user_ids=["a"], show_progress=False)
 
 
-def test_run_load_summary_matches_server_metrics(api_url: str, served: Served) -> None:  # noqa: F811
+def test_run_load_summary_matches_server_metrics(api_url: str, served: Served) -> None:
     ids = [*served.user_ids[:50], "0000-UNKNOWN"]
     summary = run_load(api_url, 300, 4, user_ids=ids, show_progress=True, seed=3)
     assert summary.requests == 300
@@ -98,7 +78,7 @@ def test_run_load_summary_matches_server_metrics(api_url: str, served: Served) -
     assert served_counts == {k: float(v) for k, v in summary.status_counts.items()}
 
 
-def test_run_load_rate_and_duration_bound(api_url: str, served: Served) -> None:  # noqa: F811
+def test_run_load_rate_and_duration_bound(api_url: str, served: Served) -> None:
     t0 = time.perf_counter()
     summary = run_load(api_url, 10_000, 2, rps=50, duration=1.0, user_ids=served.user_ids[:5], show_progress=False)
     elapsed = time.perf_counter() - t0
@@ -109,6 +89,6 @@ def test_run_load_rate_and_duration_bound(api_url: str, served: Served) -> None:
 
 
 def test_unreachable_server_counts_connection_errors() -> None:
-    port = _free_port()
+    port = free_port()
     summary = run_load(f"http://127.0.0.1:{port}", 5, 1, user_ids=["a"], show_progress=False)
     assert summary.ok == 0 and summary.errors == {"ConnectError": 5}

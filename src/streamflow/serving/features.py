@@ -26,9 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from streamflow.onnx_layout import MISSING_STRING
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURE_VIEWS, FEATURES
 from streamflow.serving.model_holder import MIRROR_NUMERIC, MIRROR_STRINGS
-from streamflow.serving.onnx_model import MISSING_STRING
+from streamflow.serving.poller import PeriodicTask
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,11 @@ class FeatureMirror:
         self.snapshot: FeatureSnapshot | None = None
         self.db_ok = False
         self.last_error: str | None = None
-        self.last_check: float | None = None
         self._conninfo: str | None = None
         self._conn: Any = None
         self._store: Any = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poll = PeriodicTask("feature-poll", settings.feature_poll_seconds, self.check, join_timeout=15)
 
     @property
     def available(self) -> bool:
@@ -240,7 +239,6 @@ class FeatureMirror:
     def check(self, force: bool = False) -> bool:
         """Health check + invalidation. Returns True if the mirror was reloaded. Never raises."""
         with self._lock:
-            self.last_check = time.time()
             try:
                 materialized_at, as_of = self._latest_materialization()
             except Exception as exc:
@@ -276,25 +274,8 @@ class FeatureMirror:
 
     # background poll -------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="feature-poll", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self.check()
-        while not self._stop.wait(self.settings.feature_poll_seconds):
-            self.check()
+        self._poll.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        self._poll.stop()
         self._close()
-
-
-def frame_from_records(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """user_id + features rows (as Feast returns them) → frame; used by tests and tools."""
-    df = pd.DataFrame.from_records(records)
-    for col in [ENTITY, *FEATURES]:
-        if col not in df.columns:
-            df[col] = None
-    return df[[ENTITY, *FEATURES]]

@@ -21,9 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from streamflow.onnx_layout import NUMERIC_INPUT, STRING_INPUT
+from streamflow.registry_client import registry_client, version_by_alias
 from streamflow.schema import CATEGORICAL_FEATURES, FEATURES
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.serving.onnx_model import NUMERIC_INPUT, STRING_INPUT, OnnxModel
+from streamflow.serving.onnx_model import OnnxModel
+from streamflow.serving.poller import PeriodicTask
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,33 +133,19 @@ class ModelHolder:
         self.metrics = metrics
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self.last_check: float | None = None
         self._lock = threading.Lock()  # one load at a time (poll thread vs /admin/reload)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poll = PeriodicTask("model-poll", settings.model_poll_seconds, self.check, join_timeout=10)
         self._client: Any = None
 
     # MLflow ----------------------------------------------------------------------------
     def _mlflow(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
-
-            uri = self.settings.tracking_uri
-            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self._client = registry_client(self.settings)
         return self._client
 
     def _resolve(self) -> Any | None:
         """The model version behind the alias, or None when the alias does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        client = self._mlflow()
-        try:
-            return client.get_model_version_by_alias(self.settings.model_name, self.settings.model_alias)
-        except MlflowException as exc:
-            code = getattr(exc, "error_code", "")
-            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise
+        return version_by_alias(self._mlflow(), self.settings.model_name, self.settings.model_alias)
 
     def _load(self, mv: Any) -> LoadedModel:
         t0 = time.perf_counter()
@@ -199,7 +188,6 @@ class ModelHolder:
         """Load the alias's version if it differs from the served one (or ``force``).
         Never raises."""
         with self._lock:
-            self.last_check = time.time()
             try:
                 mv = self._resolve()
                 if mv is None:
@@ -228,15 +216,7 @@ class ModelHolder:
 
     # background poll -------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-poll", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        self.check()
-        while not self._stop.wait(self.settings.model_poll_seconds):
-            self.check()
+        self._poll.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._poll.stop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic.config import JsonDict
+
+from streamflow.schema import CATEGORICAL_FEATURES, FEATURE_DTYPES, FEATURES, FLAG_FEATURES
 
 MAX_USER_ID_LENGTH = 64
 MAX_BATCH = 1000
@@ -34,41 +36,27 @@ class BatchPredictRequest(BaseModel):
     user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class FeaturesUsed(BaseModel):
-    """The 14 features as the model received them (flags 1.0 / 0.0 / null)."""
-
-    months_active: int | None
-    monthly_fee: float | None
-    paperless_billing: float | None
-    plan_stream_tv: float | None
-    plan_stream_movies: float | None
-    net_service: str | None
-    watch_hours_30d: float | None
-    avg_session_mins_7d: float | None
-    unique_devices_30d: int | None
-    skips_7d: int | None
-    rebuffer_events_7d: int | None
-    failed_payments_90d: int | None
-    support_tickets_90d: int | None
-    ticket_avg_resolution_hrs_90d: float | None
+# The 14 features, as the model received them, derived from schema.py (the one source):
+# canonical dtype → JSON type, always nullable (a missing value is null).
+_JSON_TYPES: dict[str, type] = {"int64": int, "float64": float, "object": str}
+_EXAMPLE_BY_FEATURE_KIND: dict[str, Any] = {"flag": 1.0, "categorical": "DSL", "int64": 3, "float64": 29.85}
 
 
-EXAMPLE_FEATURES: JsonDict = {
-    "months_active": 1,
-    "monthly_fee": 29.85,
-    "paperless_billing": 1.0,
-    "plan_stream_tv": 0.0,
-    "plan_stream_movies": 0.0,
-    "net_service": "DSL",
-    "watch_hours_30d": 24.48,
-    "avg_session_mins_7d": 29.14,
-    "unique_devices_30d": 3,
-    "skips_7d": 4,
-    "rebuffer_events_7d": 1,
-    "failed_payments_90d": 1,
-    "support_tickets_90d": 0,
-    "ticket_avg_resolution_hrs_90d": 16.0,
-}
+def _feature_kind(name: str) -> str:
+    if name in FLAG_FEATURES:
+        return "flag"
+    if name in CATEGORICAL_FEATURES:
+        return "categorical"
+    return FEATURE_DTYPES[name]
+
+
+EXAMPLE_FEATURES: JsonDict = {f: _EXAMPLE_BY_FEATURE_KIND[_feature_kind(f)] for f in FEATURES}
+
+FeaturesUsed: type[BaseModel] = create_model(
+    "FeaturesUsed",
+    __doc__=f"The {len(FEATURES)} features as the model received them (flags 1.0 / 0.0 / null).",
+    **{f: (_JSON_TYPES[FEATURE_DTYPES[f]] | None, ...) for f in FEATURES},  # type: ignore[call-overload]
+)
 
 
 class PredictResponse(BaseModel):

@@ -12,6 +12,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from streamflow.registry_client import version_by_alias
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,11 @@ def list_versions(settings: Settings) -> list[ModelVersionInfo]:
 
 
 def production_version(settings: Settings) -> ModelVersionInfo | None:
+    """The version holding the production alias; None when there is none (the same
+    look-up as the API's, ``streamflow.registry_client.version_by_alias``)."""
     client = configure_mlflow(settings)
-    try:
-        mv = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    except MlflowException:
-        return None
-    return _version_info(client, mv)
+    mv = version_by_alias(client, settings.model_name, settings.model_alias)
+    return None if mv is None else _version_info(client, mv)
 
 
 def promote(settings: Settings, version: str, reason: str) -> None:

@@ -25,6 +25,7 @@ from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.schema import FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
+from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
 from streamflow.training.registry import ensure_experiment, production_version, promote
 
@@ -128,8 +129,6 @@ def train_model(
         mlflow.log_dict(feature_schema(), "feature_schema.json")
 
         say("logging the model (scikit-learn + ONNX) to MLflow")
-        from streamflow.serving.onnx_model import export_onnx
-
         onnx_bytes = export_onnx(pipe, split.X_val)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"

@@ -1,0 +1,109 @@
+"""The API over a real (small) ONNX model and a real feature snapshot, no database: what
+the serving unit tests and the browser test of /docs build their apps from, and a uvicorn
+server in a thread for the tests that need real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import uvicorn
+from fastapi import FastAPI
+
+from streamflow.schema import ENTITY, FEATURES, LABEL
+from streamflow.serving.app import create_app
+from streamflow.serving.features import FeatureMirror, FeatureSnapshot, build_snapshot
+from streamflow.serving.metrics import ApiMetrics
+from streamflow.serving.model_holder import LoadedModel, ModelHolder, build_loaded_model
+from streamflow.settings import Settings
+from streamflow.training.onnx_export import export_onnx
+from streamflow.training.pipeline import build_pipeline
+from tests.helpers.data import month_frame
+
+VERSION = "7"
+TRAIN_AS_OF = "2024-01-31"
+ONLINE_AS_OF = date(2024, 2, 29)
+
+
+@dataclass
+class Served:
+    settings: Settings
+    pipeline: Any
+    model: LoadedModel
+    onnx_bytes: bytes
+    snapshot: FeatureSnapshot
+    online: pd.DataFrame
+
+    @property
+    def user_ids(self) -> list[str]:
+        return list(self.online[ENTITY])
+
+
+def build_served(seeds: Path, home: Path, n_estimators: int = 40) -> Served:
+    """A forest trained on ``seeds/month_000``, served over the features of ``month_001``."""
+    settings = Settings(home=home, n_estimators=n_estimators)
+    train = month_frame(seeds / "month_000")
+    pipe = build_pipeline(settings, n_jobs=1)
+    pipe.fit(train[FEATURES], train[LABEL])
+    onnx_bytes = export_onnx(pipe, train[FEATURES].head(200))
+    model = build_loaded_model(
+        onnx_bytes,
+        name=settings.model_name,
+        alias=settings.model_alias,
+        version=VERSION,
+        run_id="unit-run",
+        as_of=TRAIN_AS_OF,
+        metrics={"val_auc": 0.8},
+    )
+    online = month_frame(seeds / "month_001")
+    snapshot = build_snapshot(
+        online[[ENTITY, *FEATURES]], as_of=ONLINE_AS_OF, materialized_at=datetime(2024, 3, 1, tzinfo=UTC)
+    )
+    return Served(settings, pipe, model, onnx_bytes, snapshot, online)
+
+
+def make_app(served: Served, *, fast_path: bool = True, db_ok: bool = True, with_model: bool = True) -> FastAPI:
+    metrics = ApiMetrics()
+    holder = ModelHolder(served.settings, metrics)
+    if with_model:
+        holder.install(served.model)
+    mirror = FeatureMirror(served.settings)
+    mirror.snapshot = served.snapshot
+    mirror.db_ok = db_ok
+    if not db_ok:
+        mirror.last_error = "OperationalError: connection refused"
+    return create_app(served.settings, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: FastAPI, start_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields its URL and
+    always shuts the server down."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
