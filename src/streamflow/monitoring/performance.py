@@ -249,9 +249,7 @@ def measure_realized(
     p = model.churn_probability(frame) if proba is None else np.asarray(proba, dtype=np.float64)
     y = frame[LABEL].to_numpy()
     out = [
-        Measurement(
-            model.version, as_of, REALIZED, POPULATION_MONTH, realized_metrics(y, p), calibration_bins(y, p)
-        )
+        Measurement(model.version, as_of, REALIZED, POPULATION_MONTH, realized_metrics(y, p), calibration_bins(y, p))
     ]
     unseen = model.unseen(frame[ENTITY])
     if unseen is not None and unseen.any():
@@ -304,30 +302,38 @@ def _engine(settings: Settings) -> sa.Engine:
 
 
 def store_measurements(settings: Settings, measurements: Sequence[Measurement]) -> None:
-    """Replace each measurement's (model_version, as_of, source, population) rows, all in one
-    transaction (a failure leaves the previous rows in place)."""
+    """Replace each measurement's (model_name, model_version, as_of, source, population) rows, all
+    in one transaction (a failure leaves the previous rows in place). ``model_name`` is
+    ``settings.model_name``."""
     if not measurements:
         return
     computed_at = datetime.now(UTC)
     with _engine(settings).begin() as conn:
         for m in measurements:
-            key = {"v": m.model_version, "d": parse_as_of(m.as_of), "s": m.source, "p": m.population}
+            key = {
+                "name": settings.model_name,
+                "v": m.model_version,
+                "d": parse_as_of(m.as_of),
+                "s": m.source,
+                "p": m.population,
+            }
             conn.execute(
                 sa.text(
-                    "DELETE FROM model_performance "
-                    "WHERE model_version = :v AND as_of = :d AND source = :s AND population = :p"
+                    "DELETE FROM model_performance WHERE model_name = :name AND model_version = :v "
+                    "AND as_of = :d AND source = :s AND population = :p"
                 ),
                 key,
             )
             conn.execute(
                 sa.text(
-                    "INSERT INTO model_performance (model_version, as_of, source, population, metric, value, "
-                    "computed_at) VALUES (:v, :d, :s, :p, :metric, :value, :at)"
+                    "INSERT INTO model_performance (model_name, model_version, as_of, source, population, metric, "
+                    "value, computed_at) VALUES (:name, :v, :d, :s, :p, :metric, :value, :at)"
                 ),
                 [{**key, "metric": name, "value": value, "at": computed_at} for name, value in m.rows()],
             )
     log.info(
-        "event=performance_stored groups=%d rows=%d",
+        "event=performance_stored model=%s groups=%d rows=%d",
+        settings.model_name,
         len(measurements),
         sum(len(m.rows()) for m in measurements),
     )
@@ -336,18 +342,19 @@ def store_measurements(settings: Settings, measurements: Sequence[Measurement]) 
 def load_measurements(
     settings: Settings, *, as_of: str | date | None = None, model_version: str | None = None
 ) -> list[dict[str, Any]]:
-    """Stored rows grouped per (model_version, as_of, source, population):
+    """Stored rows of ``settings.model_name`` grouped per (model_version, as_of, source, population):
     ``{"model_version", "as_of", "source", "population", "computed_at", "metrics": {name: value}}``."""
-    query = "SELECT model_version, as_of, source, population, metric, value, computed_at FROM model_performance"
-    where, params = [], {}
+    query = (
+        "SELECT model_version, as_of, source, population, metric, value, computed_at FROM model_performance "
+        "WHERE model_name = :name"
+    )
+    params: dict[str, Any] = {"name": settings.model_name}
     if as_of is not None:
-        where.append("as_of = :d")
+        query += " AND as_of = :d"
         params["d"] = parse_as_of(as_of)
     if model_version is not None:
-        where.append("model_version = :v")
+        query += " AND model_version = :v"
         params["v"] = str(model_version)
-    if where:
-        query += " WHERE " + " AND ".join(where)
     query += " ORDER BY as_of, model_version, source, population, metric"
     groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     with _engine(settings).connect() as conn:
@@ -557,4 +564,3 @@ def measure_months(
             )
         )
     return out
-

@@ -2,14 +2,16 @@
 -- month, and the history of the registry alias (which version served which month).
 -- Applied once by streamflow.db.schema.migrate().
 
--- One row per (model version, month, source, population, metric). source: 'realized' (scored
+-- One row per (model, version, month, source, population, metric). source: 'realized' (scored
 -- against the month's labels) or 'estimated' (CBPE, no labels needed). population: 'month' =
 -- every user of the month that has a label; 'unseen' = the month's users the model was not
 -- trained on (the population its validation AUC and CBPE calibration describe); 'served' is
 -- reserved for the prediction log. value is NULL when the metric is undefined (e.g. AUC on a
 -- single class, an empty calibration bin). Re-measuring replaces the
--- (model_version, as_of, source, population) group in one transaction.
+-- (model_name, model_version, as_of, source, population) group in one transaction.
+-- model_name: versions are numbered per registered model, so the name is part of the key.
 CREATE TABLE IF NOT EXISTS model_performance (
+    model_name    TEXT NOT NULL,
     model_version TEXT NOT NULL,
     as_of         DATE NOT NULL,
     source        TEXT NOT NULL CHECK (source IN ('realized', 'estimated')),
@@ -17,7 +19,7 @@ CREATE TABLE IF NOT EXISTS model_performance (
     metric        TEXT NOT NULL,
     value         DOUBLE PRECISION,
     computed_at   TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (model_version, as_of, source, population, metric)
+    PRIMARY KEY (model_name, model_version, as_of, source, population, metric)
 );
 
 CREATE INDEX IF NOT EXISTS model_performance_as_of ON model_performance (as_of);
