@@ -176,7 +176,7 @@ def test_policy_rejects_impossible_aucs(kwargs: dict[str, object], needle: str) 
 
 @pytest.mark.parametrize(("min_auc", "max_auc_drop"), [(1.5, 0.05), (0.7, -0.01), (math.nan, 0.05)])
 def test_policy_rejects_bad_thresholds(min_auc: float, max_auc_drop: float) -> None:
-    with pytest.raises(ValueError, match="min_auc|max_auc_drop"):
+    with pytest.raises(ValueError, match=r"min_auc|max_auc_drop"):
         PerformancePolicy(min_auc=min_auc, max_auc_drop=max_auc_drop)
 
 
@@ -187,9 +187,13 @@ def test_line_is_byte_identical_when_drift_explains_the_decision() -> None:
     assert format_decision_line(r, quiet) == format_decision_line(r)
     t = _Result(Path("/r/a.html"), Path("/r/a.json"), 1 / 14, 0.05, 0.0239)
     both = decide(Signals(1 / 14, 0.05, realized_auc=0.484, validation_auc=0.8125), POLICY)
-    assert format_decision_line(t, both) == format_decision_line(t) == (
-        "[Evidently] report_html=/r/a.html report_json=/r/a.json drift_share=0.07 -> "
-        "RETRAINING_TRIGGERED drift_share=0.07 >= 0.05 (target_drift=0.0239)"
+    assert (
+        format_decision_line(t, both)
+        == format_decision_line(t)
+        == (
+            "[Evidently] report_html=/r/a.html report_json=/r/a.json drift_share=0.07 -> "
+            "RETRAINING_TRIGGERED drift_share=0.07 >= 0.05 (target_drift=0.0239)"
+        )
     )
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -83,6 +84,16 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
+class PredictionScope:
+    """Which rows' predictions are compared: ``population`` names them (e.g. ``unseen``: the users
+    the model was not trained on, whose scores are not memorised), the masks select them."""
+
+    population: str
+    reference: Sequence[bool]
+    current: Sequence[bool]
+
+
+@dataclass(frozen=True)
 class PredictionDrift:
     """Drift of the model's predicted probabilities (Evidently ValueDrift on ``churn_probability``)."""
 
@@ -93,6 +104,9 @@ class PredictionDrift:
     ref_mean: float
     cur_mean: float
     column: str = PREDICTION
+    population: str = "month"
+    n_ref: int = 0
+    n_cur: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +117,9 @@ class PredictionDrift:
             "drifted": self.drifted,
             "ref_mean": _json_float(self.ref_mean),
             "cur_mean": _json_float(self.cur_mean),
+            "population": self.population,
+            "n_ref": self.n_ref,
+            "n_cur": self.n_cur,
         }
 
 
@@ -307,9 +324,12 @@ def compute_target_drift(ref: pd.DataFrame, cur: pd.DataFrame) -> TargetDrift:
 # ---------------------------------------------------------------------------------
 # Evidently
 # ---------------------------------------------------------------------------------
-def _to_evidently_frame(df: pd.DataFrame, with_label: bool = True, with_prediction: bool = False) -> pd.DataFrame:
+def _to_evidently_frame(
+    df: pd.DataFrame, with_label: bool = True, with_prediction: bool = False, scope: Sequence[bool] | None = None
+) -> pd.DataFrame:
     """The columns Evidently sees. Flags go from float 1.0/0.0/NaN to object True/False/None:
-    Evidently 0.7's DataSummaryPreset (UniqueValueCount) rejects float labels on categorical columns."""
+    Evidently 0.7's DataSummaryPreset (UniqueValueCount) rejects float labels on categorical columns.
+    Predictions outside ``scope`` become missing (Evidently's drift tests skip missing values)."""
     columns = [*REQUIRED_COLUMNS, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
     out = df[columns].copy()
     for col in FLAG_FEATURES:
@@ -319,6 +339,8 @@ def _to_evidently_frame(df: pd.DataFrame, with_label: bool = True, with_predicti
         out[LABEL] = out[LABEL].astype("int64")
     if with_prediction:
         out[PREDICTION] = out[PREDICTION].astype("float64")
+        if scope is not None:
+            out[PREDICTION] = out[PREDICTION].where(np.asarray(scope, dtype=bool))
     return out
 
 
@@ -465,6 +487,7 @@ def run_drift_report(
     as_of_cur: str | date,
     threshold: float,
     report_dir: str | os.PathLike[str],
+    prediction_scope: PredictionScope | None = None,
 ) -> DriftResult:
     """Run the course's Evidently report (DataSummaryPreset + DataDriftPreset + ValueDrift(churn_label)),
     write ``drift_{ref}_vs_{cur}.html/.json/.summary.json`` atomically into ``report_dir`` and return
@@ -472,7 +495,8 @@ def run_drift_report(
 
     Without ``churn_label`` in a frame (labels not arrived) there is no ValueDrift(churn_label) and
     no target drift. With ``churn_probability`` in both frames, ValueDrift(churn_probability) is
-    added (prediction drift; the column is declared numerical and is not part of the drift share)."""
+    added (prediction drift; the column is declared numerical and is not part of the drift share);
+    ``prediction_scope`` restricts that comparison (and the means) to some rows of each month."""
     from evidently import Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset, DataSummaryPreset
@@ -488,6 +512,12 @@ def run_drift_report(
     missing_labels = tuple(day for day, df in ((ref_day, ref), (cur_day, cur)) if LABEL not in df.columns)
     with_label = not missing_labels
     with_prediction = PREDICTION in ref.columns and PREDICTION in cur.columns
+    ref_scope = np.ones(len(ref), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.reference)
+    cur_scope = np.ones(len(cur), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.current)
+    if with_prediction and (len(ref_scope) != len(ref) or len(cur_scope) != len(cur)):
+        raise DriftInputError("prediction_scope masks must have one entry per row of each frame")
+    if with_prediction and not (ref_scope.any() and cur_scope.any()):
+        raise DriftInputError("prediction_scope selects no row in one of the months")
     target = compute_target_drift(ref, cur) if with_label else None
     definition = _data_definition(with_label, with_prediction)
     metrics: list[Any] = [
@@ -505,10 +535,10 @@ def run_drift_report(
     with _quiet_evidently():
         snapshot = report.run(
             reference_data=Dataset.from_pandas(
-                _to_evidently_frame(ref, with_label, with_prediction), data_definition=definition
+                _to_evidently_frame(ref, with_label, with_prediction, ref_scope), data_definition=definition
             ),
             current_data=Dataset.from_pandas(
-                _to_evidently_frame(cur, with_label, with_prediction), data_definition=definition
+                _to_evidently_frame(cur, with_label, with_prediction, cur_scope), data_definition=definition
             ),
         )
         summary = snapshot.dict()
@@ -549,8 +579,11 @@ def run_drift_report(
                 score=drifts[PREDICTION].score,
                 threshold=drifts[PREDICTION].threshold,
                 drifted=drifts[PREDICTION].drifted,
-                ref_mean=float(ref[PREDICTION].mean()),
-                cur_mean=float(cur[PREDICTION].mean()),
+                ref_mean=float(ref[PREDICTION][ref_scope].mean()),
+                cur_mean=float(cur[PREDICTION][cur_scope].mean()),
+                population="month" if prediction_scope is None else prediction_scope.population,
+                n_ref=int(ref_scope.sum()),
+                n_cur=int(cur_scope.sum()),
             )
             if with_prediction
             else None

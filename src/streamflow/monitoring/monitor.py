@@ -44,7 +44,7 @@ from streamflow.monitoring.performance import (
 )
 from streamflow.monitoring.production_model import ModelArtifactError, ScoringModel, load_production_model
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
-from streamflow.schema import LABEL
+from streamflow.schema import ENTITY, LABEL
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,17 +202,27 @@ def load_model(settings: Settings, emit: Emit) -> tuple[ScoringModel | None, str
 
 def score_months(
     model: ScoringModel | None, reference_df: pd.DataFrame, current_df: pd.DataFrame, emit: Emit
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both months with the production model's P(churn) per row (``churn_probability``)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, drift_lib.PredictionScope | None]:
+    """Both months with the production model's P(churn) per row (``churn_probability``), and the
+    rows whose predictions the prediction drift compares: the users the model was not trained on
+    (a forest's scores of its training rows are memorised, over-confident — comparing them with
+    next month's scores shows "drift" that is only memorisation), or every user when the model's
+    training users are unknown."""
     if model is None:
-        return reference_df, current_df
+        return reference_df, current_df, None
     ref = reference_df.assign(**{drift_lib.PREDICTION: model.churn_probability(reference_df)})
     cur = current_df.assign(**{drift_lib.PREDICTION: model.churn_probability(current_df)})
+    ref_unseen, cur_unseen = model.unseen(ref[ENTITY]), model.unseen(cur[ENTITY])
+    scope = None
+    compared = "every user (training users unknown)"
+    if ref_unseen is not None and cur_unseen is not None and ref_unseen.any() and cur_unseen.any():
+        scope = drift_lib.PredictionScope("unseen", ref_unseen, cur_unseen)
+        compared = f"the users v{model.version} was not trained on ({int(ref_unseen.sum())} / {int(cur_unseen.sum())})"
     emit(
         f"[Predictions] v{model.version} mean churn_probability: ref={ref[drift_lib.PREDICTION].mean():.4f} "
-        f"cur={cur[drift_lib.PREDICTION].mean():.4f}"
+        f"cur={cur[drift_lib.PREDICTION].mean():.4f} (all users); prediction drift compares {compared}"
     )
-    return ref, cur
+    return ref, cur, scope
 
 
 def compute_target_drift(reference_df: pd.DataFrame, current_df: pd.DataFrame, emit: Emit) -> float | None:
@@ -228,11 +238,21 @@ def compute_target_drift(reference_df: pd.DataFrame, current_df: pd.DataFrame, e
 
 
 def run_evidently(
-    reference_df: pd.DataFrame, current_df: pd.DataFrame, request: MonitorRequest, emit: Emit
+    reference_df: pd.DataFrame,
+    current_df: pd.DataFrame,
+    request: MonitorRequest,
+    emit: Emit,
+    prediction_scope: drift_lib.PredictionScope | None = None,
 ) -> drift_lib.DriftResult:
     """Evidently report (HTML + JSON + summary.json); drift_share over the 14 features."""
     result = drift_lib.run_drift_report(
-        reference_df, current_df, request.as_of_ref, request.as_of_cur, request.threshold, request.report_dir
+        reference_df,
+        current_df,
+        request.as_of_ref,
+        request.as_of_cur,
+        request.threshold,
+        request.report_dir,
+        prediction_scope=prediction_scope,
     )
     drifted = ", ".join(f"{f.feature} ({f.method} {f.score:.4g} vs {f.threshold:g})" for f in result.drifted_features)
     target = (
@@ -248,7 +268,8 @@ def run_evidently(
         p = result.prediction
         emit(
             f"[Prediction drift] ValueDrift({p.column})={p.score:.4g} ({p.method}, threshold {p.threshold:g}): "
-            f"{'DRIFTED' if p.drifted else 'not drifted'}; mean ref={p.ref_mean:.4f} cur={p.cur_mean:.4f}"
+            f"{'DRIFTED' if p.drifted else 'not drifted'}; {p.population} users: mean ref={p.ref_mean:.4f} "
+            f"(n={p.n_ref}) cur={p.cur_mean:.4f} (n={p.n_cur})"
         )
     emit(f"[Evidently] summary_json={result.summary_json}")
     return result
@@ -498,9 +519,9 @@ def run_monitor(
     cur_df = step("build_dataset", build_dataset, cur, settings, emit)
     step("validate_inputs", drift_lib.validate_frames, ref_df, cur_df, ref, cur)
     model, model_note = step("load_production_model", load_model, settings, emit)
-    ref_df, cur_df = step("score_months", score_months, model, ref_df, cur_df, emit)
+    ref_df, cur_df, scope = step("score_months", score_months, model, ref_df, cur_df, emit)
     step("compute_target_drift", compute_target_drift, ref_df, cur_df, emit)
-    result = step("run_evidently", run_evidently, ref_df, cur_df, request, emit)
+    result = step("run_evidently", run_evidently, ref_df, cur_df, request, emit, scope)
     performance = step("measure_performance", measure_performance, model, model_note, cur_df, cur, settings, emit)
     outcome = step("decide_action", decide_action, result, performance, request, emit)
     summary = monitor_summary(result, performance, outcome, request)

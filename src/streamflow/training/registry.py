@@ -1,5 +1,6 @@
 """MLflow tracking/registry helpers: one place that knows the tracking URI, the
-experiment, the registered model name and the `production` alias."""
+experiment, the registered model name and the `production` alias — and the alias's history
+(``model_alias_history`` in PostgreSQL, written by :func:`promote`)."""
 
 from __future__ import annotations
 
