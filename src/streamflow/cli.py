@@ -178,6 +178,58 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
     out.print(models)
 
 
+@command(app)
+def performance(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Month to measure (default: every month that has labels).")
+    ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="Score with this version (default: the one in production at ingestion)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Realized performance of the model on months that have labels (AUC, F1, Brier, calibration…), stored."""
+    from streamflow.dates import parse_as_of
+    from streamflow.monitoring.performance import measure_months
+
+    if as_of is not None:
+        parse_as_of(as_of)
+    settings = _settings()
+    with console.status("measuring…") as status:
+        results = measure_months(settings, as_of=as_of, model_version=model_version, progress=status.update)
+    if json_out:
+        out.print_json(json.dumps([r.as_dict() for r in results], allow_nan=False))
+        return
+    table = Table(title=f"realized performance of {settings.model_name} (stored in model_performance)", padding=(0, 0))
+    for col in ("as_of", "model", "n", "AUC", "F1", "prec", "recall", "acc", "Brier", "churn pred/act"):
+        table.add_column(col, justify="left" if col in ("as_of", "model") else "right", no_wrap=True)
+
+    def fmt(value: float | None) -> str:
+        return f"{value:.3f}" if value is not None else "-"
+
+    for r in results:
+        m = r.month.metrics
+        table.add_row(
+            r.as_of,
+            f"v{r.model_version}",
+            str(r.month.n),
+            fmt(m["auc"]),
+            fmt(m["f1"]),
+            fmt(m["precision"]),
+            fmt(m["recall"]),
+            fmt(m["accuracy"]),
+            fmt(m["brier"]),
+            f"{fmt(m['predicted_churn_rate'])}/{fmt(m['actual_churn_rate'])}",
+        )
+    out.print(table)
+    for r in results:
+        val = f"{r.validation_auc:.4f}" if r.validation_auc is not None else "n/a"
+        unseen = r.unseen
+        extra = f"; unseen users: AUC {fmt(unseen.metrics['auc'])} (n={unseen.n:,})" if unseen else ""
+        out.print(f"{r.as_of}: v{r.model_version} — {r.version_reason}; validation AUC {val}{extra}")
+
+
 @command(seeds_app, "generate")
 def seeds_generate(
     out: Annotated[Path, typer.Option("--out", help="Output directory (month_000, month_001, …).")],

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     prefect_startup_seconds: int = Field(60, ge=1, description="Wait this long for Prefect's local API server.")
     drift_threshold: float = 0.3
     promote_min_delta: float = Field(0.0, description="Candidate AUC must beat production by more than this.")
+    min_auc: float = Field(
+        0.70, ge=0.0, le=1.0, description="Retraining is triggered when the realized AUC of a month is below this."
+    )
+    max_auc_drop: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Retraining is triggered when the realized AUC (or, before labels, the CBPE estimate) is this "
+        "far or further below the production model's validation AUC.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -2,9 +2,12 @@
 retrieval, real Evidently, real MLflow, a real Pushgateway scraped by a real Prometheus.
 
 * Course data (shared ``course_stack``; the production alias is never moved here): 1/14 drifted
-  features (exactly rebuffer_events_7d), target drift 0.0239, NO_ACTION at 0.3 and
-  RETRAINING_TRIGGERED (simulated) at 0.05, report files, the course's last line, the gauges in
-  Prometheus, clear errors for an empty month and a schema mismatch, a failed push = a warning.
+  features (exactly rebuffer_events_7d), target drift 0.0239 — the drift rule says NO_ACTION at
+  0.3, but the January model's realized AUC on February (≈ 0.48) triggers retraining (simulated);
+  at 0.05 drift triggers too (the course's line, byte for byte); report files, the course's last
+  line, the drift and model-quality gauges in Prometheus and the StreamflowModelPerformanceDrop
+  alert firing there, clear errors for an empty month and a schema mismatch, a failed push = a
+  warning.
 * Generated months with planted drift (own stack): only the planted columns are flagged, a month
   against itself has drift_share 0, ``retrain=True`` really trains/compares/decides, and the
   scheduled pipeline ingests the newest month folder and monitors the last two snapshots.
@@ -129,8 +132,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
     launcher = make_settings(home)  # only used for the processes' PID files, logs and storage
     gw_port, prom_port = free_port(), free_port()
     config = home / "prometheus.yml"
+    rules = Path(__file__).resolve().parents[2] / "services" / "prometheus" / "rules"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files:\n  - {rules / 'recording.yml'}\n  - {rules / 'alerts.yml'}\n"
         "scrape_configs:\n"
         "  - job_name: pushgateway\n    honor_labels: true\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{gw_port}']\n",
@@ -169,13 +174,29 @@ def course_run(
 
 def test_course_numbers(course_run: dict[str, Any]) -> None:
     r = course_run["result"]
-    assert r["drift_share"] == pytest.approx(1 / 14)
+    assert r["drift_share"] == 1 / 14  # over the 14 features, the predictions are not counted
     assert r["drifted_count"] == 1
     assert [d["feature"] for d in r["drifted_features"]] == ["rebuffer_events_7d"]
     assert [f["feature"] for f in r["feature_scores"]] == FEATURES
     assert r["target_drift"] == pytest.approx(0.0239, abs=1e-4)
-    assert r["decision"] == "NO_ACTION"
-    assert r["threshold"] == 0.3
+    assert r["drift_decision"] == "NO_ACTION"  # the drift rule alone would not act...
+    assert r["decision"] == "RETRAINING_TRIGGERED"  # ...but the model is at chance on February
+    assert r["triggers"] == ["realized_auc_below_min", "realized_auc_drop"]
+    assert r["reasons"][0].startswith("realized AUC 0.4") and r["reasons"][0].endswith("< min_auc 0.70")
+    perf = r["performance"]
+    assert perf["model_version"] == course_run["before"].version
+    assert 0.45 <= perf["realized"]["auc"] <= 0.52 and perf["realized"]["n"] == 7043
+    assert perf["validation_auc"] == pytest.approx(course_run["before"].metrics["val_auc"])
+    assert perf["estimated"]["auc"] > 0.7 and perf["estimated_population"] == "unseen"  # concept drift: CBPE is blind
+    assert set(perf["realized"]) >= {"auc", "f1", "precision", "recall", "accuracy", "brier", "predicted_churn_rate",
+                                     "predicted_positive_rate", "actual_churn_rate", "n"}  # fmt: skip
+    assert len(perf["calibration_bins"]) == 10
+    pred = r["prediction_drift"]
+    assert pred["column"] == "churn_probability" and pred["model_version"] == course_run["before"].version
+    assert {"score", "method", "threshold", "drifted", "ref_mean", "cur_mean"} <= pred.keys()
+    assert 0.0 < pred["ref_mean"] < 1.0 and 0.0 < pred["cur_mean"] < 1.0
+    # compared on the users the model was not trained on (January's validation split, the same users in February)
+    assert (pred["population"], pred["n_ref"], pred["n_cur"]) == ("unseen", 1761, 1761)
     assert r["retrain"] is None
     assert (r["n_ref"], r["n_cur"]) == (7043, 7043)
     assert course_run["before"].version == course_run["after"].version  # nothing moved
@@ -191,9 +212,12 @@ def test_course_report_files(course_run: dict[str, Any]) -> None:
     assert any("DriftedColumnsCount" in n for n in names)
     s = json.loads(summary.read_text(encoding="utf-8"))
     required = {"as_of_ref", "as_of_cur", "drift_share", "drifted_features", "feature_scores", "target_drift",
-                "target_value_drift", "decision", "threshold", "report_html", "report_json"}  # fmt: skip
+                "target_value_drift", "decision", "threshold", "report_html", "report_json", "reasons",
+                "performance", "prediction_drift"}  # fmt: skip
     assert required <= s.keys()
-    assert (s["as_of_ref"], s["as_of_cur"], s["decision"]) == (REF, CUR, "NO_ACTION")
+    assert (s["as_of_ref"], s["as_of_cur"], s["decision"]) == (REF, CUR, "RETRAINING_TRIGGERED")
+    assert s["reasons"] == course_run["result"]["reasons"]
+    assert s["performance"]["realized"]["auc"] == course_run["result"]["performance"]["realized"]["auc"]
     assert s["report_html"] == str(html) and s["report_json"] == str(js)
     assert course_run["result"]["report_html"] == str(html)
 
@@ -201,15 +225,20 @@ def test_course_report_files(course_run: dict[str, Any]) -> None:
 def test_course_last_line(course_run: dict[str, Any]) -> None:
     lines = [ln for ln in course_run["stdout"].splitlines() if ln.strip()]
     stem = course_run["report_dir"] / f"drift_{REF}_vs_{CUR}"
+    r = course_run["result"]
     assert lines[-1] == (
         f"[Evidently] report_html={stem}.html report_json={stem}.json drift_share=0.07 -> "
-        "NO_ACTION drift_share=0.07 < 0.30 (target_drift=0.0239)"
+        f"RETRAINING_TRIGGERED drift_share=0.07 < 0.30 (target_drift=0.0239); {'; '.join(r['reasons'])}"
     )
-    assert lines[-1] == course_run["result"]["decision_line"]
+    assert lines[-1] == r["decision_line"]
+    perf_lines = [ln for ln in lines if ln.startswith("[Performance] ")]
+    assert len(perf_lines) == 1 and lines.index(perf_lines[0]) < len(lines) - 1
+    assert perf_lines[0].startswith(f"[Performance] model v{course_run['before'].version} on {CUR}: realized AUC 0.4")
+    assert "(n=7043)" in perf_lines[0] and "estimated AUC" in perf_lines[0] and "reference val AUC 0.8" in perf_lines[0]
     out = course_run["stdout"]
     assert "[Target drift] ref_rate=0.2654 cur_rate=0.2415 abs_diff=0.0239" in out
-    assert f"[Metrics] pushed 8 drift metric families to {course_run['result']['metrics_push']['url']}" in out
-    assert "SIMULATED" not in out  # NO_ACTION: nothing to simulate
+    assert f"[Metrics] pushed 8 drift metric families to {r['metrics_push']['url']}" in out
+    assert "[Retrain] SIMULATED (as in the course): realized AUC 0.4" in out
 
 
 def test_drift_gauges_in_prometheus(course_run: dict[str, Any], prometheus: Prom) -> None:
@@ -230,7 +259,7 @@ def test_drift_gauges_in_prometheus(course_run: dict[str, Any], prometheus: Prom
         assert by_feature == pytest.approx(expected)
         for name, value in (
             ("streamflow_drifted_features", 1.0),
-            ("streamflow_drift_decision", 0.0),
+            ("streamflow_drift_decision", 1.0),  # the monitor's decision (performance triggered)
             ("streamflow_drift_threshold", 0.3),
             ("streamflow_target_drift", course_run["result"]["target_drift"]),
         ):
@@ -238,6 +267,31 @@ def test_drift_gauges_in_prometheus(course_run: dict[str, Any], prometheus: Prom
             assert float(got[0]["value"][1]) == pytest.approx(value), name
         last = wait_for("last run ts", lambda: prom.query(f"streamflow_drift_last_run_timestamp_seconds{{{pair}}}"))
         assert abs(float(last[0]["value"][1]) - time.time()) < 600
+
+        # model-quality gauges and the alert on them, evaluated by the real Prometheus
+        perf = course_run["result"]["performance"]
+        version = perf["model_version"]
+        realized = wait_for(
+            "realized AUC",
+            lambda: prom.query(f'streamflow_model_performance{{metric="auc",source="realized",as_of="{CUR}"}}'),
+        )
+        assert realized[0]["metric"]["model_version"] == version
+        assert float(realized[0]["value"][1]) == pytest.approx(perf["realized"]["auc"])
+        estimated = wait_for(
+            "estimated AUC", lambda: prom.query('streamflow_model_performance{metric="auc",source="estimated"}')
+        )
+        assert float(estimated[0]["value"][1]) == pytest.approx(perf["estimated"]["auc"])
+        drop = wait_for("AUC drop", lambda: prom.query('streamflow_model_auc_drop{source="realized"}'))
+        assert float(drop[0]["value"][1]) == pytest.approx(perf["validation_auc"] - perf["realized"]["auc"])
+        pred = wait_for("prediction drift", lambda: prom.query("streamflow_prediction_drift_score"))
+        assert float(pred[0]["value"][1]) == pytest.approx(course_run["result"]["prediction_drift"]["score"])
+        alert = wait_for(
+            "StreamflowModelPerformanceDrop firing",
+            lambda: prom.query('ALERTS{alertname="StreamflowModelPerformanceDrop",alertstate="firing"}'),
+        )
+        assert {(a["metric"]["source"], a["metric"]["model_version"], a["metric"]["as_of"]) for a in alert} == {
+            ("realized", version, CUR)
+        }
 
 
 def test_triggered_is_simulated_and_push_failure_is_a_warning(
@@ -301,8 +355,8 @@ def test_schema_mismatch_is_a_clear_error(
 ) -> None:  # fmt: skip
     real = monitor_mod.build_point_in_time_dataset
 
-    def drifted_schema(as_of: str, settings: Settings) -> Any:
-        df = real(as_of, settings)
+    def drifted_schema(as_of: str, settings: Settings, **kwargs: Any) -> Any:
+        df = real(as_of, settings, **kwargs)
         if str(as_of) == CUR:
             df = df.drop(columns=["watch_hours_30d"]).assign(skips_7d=df["skips_7d"].astype(str))
         return df
@@ -481,7 +535,7 @@ def test_orchestrator_down_runs_the_same_steps_without_prefect(course_stack: Sta
     notes = [ln for ln in done.stderr.splitlines() if ln.startswith("[Orchestrator] Prefect unavailable")]
     assert len(notes) == 1, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    assert summary["drift_share"] == pytest.approx(1 / 14) and summary["decision"] == "NO_ACTION"
+    assert summary["drift_share"] == pytest.approx(1 / 14) and summary["decision"] == "RETRAINING_TRIGGERED"
     assert Path(summary["report_html"]).is_file()
 
 

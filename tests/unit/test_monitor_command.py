@@ -83,6 +83,10 @@ def test_request_resolves_every_default_from_settings(tmp_path: Path) -> None:
         False,
     )
     assert r.report_dir == s.evidently_dir and r.pushgateway_url == "http://gw:9091"
+    assert (r.min_auc, r.max_auc_drop) == (0.70, 0.05)  # the policy's defaults
+    strict_settings = s.model_copy(update={"min_auc": 0.8, "max_auc_drop": 0.02})
+    strict = m.MonitorRequest.build(strict_settings, as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF)
+    assert (strict.policy.min_auc, strict.policy.max_auc_drop) == (0.8, 0.02)
     with pytest.raises(m.MonitorInputError, match="min_delta must be a finite number >= 0"):
         m.MonitorRequest.build(s, as_of_ref=DEMO_REF_AS_OF, as_of_cur=DEMO_CUR_AS_OF, min_delta=-1)
 
@@ -95,8 +99,12 @@ def test_normalize_as_of() -> None:
 
 def test_simulated_lines_say_so_and_how_to_retrain() -> None:
     lines = m.simulated_retrain_lines("2024-01-31", "2024-02-29", 1 / 14, 0.05)
-    assert "SIMULATED" in lines[0] and "drift_share=0.07 >= 0.05" in lines[0]
+    assert "SIMULATED" in lines[0] and "drift_share=0.07 >= 0.05 triggers retraining" in lines[0]
     assert "streamflow monitor --ref 2024-01-31 --cur 2024-02-29 --threshold 0.05 --retrain" in lines[1]
+    perf = m.simulated_retrain_lines("2024-01-31", "2024-02-29", 1 / 14, 0.3, ["realized AUC 0.4840 < min_auc 0.70"])
+    assert perf[0].startswith("[Retrain] SIMULATED (as in the course): realized AUC 0.4840 < min_auc 0.70 triggers")
+    both = m.simulated_retrain_lines("2024-01-31", "2024-02-29", 0.5, 0.3, ["realized AUC 0.4840 < min_auc 0.70"])
+    assert "drift_share=0.50 >= 0.30 and realized AUC 0.4840 < min_auc 0.70 triggers" in both[0]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamflow.monitoring.metrics_push import MODEL_AUC_DROP, MODEL_MAX_AUC_DROP, MODEL_MIN_AUC, MODEL_PERFORMANCE
 from streamflow.observability.prometheus_config import build_local_config
 from streamflow.settings import Settings
 
@@ -39,6 +40,7 @@ EXPECTED_ALERTS = {
     "StreamflowModelReloadFailed",
     "StreamflowDataDrift",
     "StreamflowPushgatewayDown",
+    "StreamflowModelPerformanceDrop",
 }
 EXPECTED_RECORDS = {
     "job:api_requests:rate1m",
@@ -79,6 +81,10 @@ def test_rule_inventory_and_conventions() -> None:
     assert alerts["StreamflowApiDown"]["for"] == "1m"
     assert alerts["StreamflowApiDown"]["expr"].strip() == 'up{job="api"} == 0'
     assert "increase(api_model_load_failures_total[10m]) > 0" in str(alerts["StreamflowModelReloadFailed"]["expr"])
+    # the performance alert reads the gauges the monitor pushes (streamflow.monitoring.metrics_push)
+    drop = str(alerts["StreamflowModelPerformanceDrop"]["expr"])
+    for name in (MODEL_PERFORMANCE, MODEL_AUC_DROP, MODEL_MIN_AUC, MODEL_MAX_AUC_DROP):
+        assert name in drop, name
 
 
 def test_every_alert_has_a_promtool_unit_test() -> None:

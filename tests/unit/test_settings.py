@@ -36,3 +36,14 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMFLOW_API_PORT", "not-a-port")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_performance_policy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.min_auc, s.max_auc_drop) == (0.70, 0.05)
+    monkeypatch.setenv("STREAMFLOW_MIN_AUC", "0.75")
+    monkeypatch.setenv("STREAMFLOW_MAX_AUC_DROP", "0.02")
+    assert (Settings().min_auc, Settings().max_auc_drop) == (0.75, 0.02)
+    monkeypatch.setenv("STREAMFLOW_MIN_AUC", "1.5")
+    with pytest.raises(ValueError, match="min_auc"):
+        Settings()

@@ -1,5 +1,8 @@
 """The point-in-time dataset of one month: the 14 features of every user of that
-snapshot (Feast offline retrieval) plus that month's own churn label."""
+snapshot (Feast offline retrieval) plus that month's own churn label.
+
+A month's labels may arrive after its features (they are known only once the month is over):
+``require_labels=False`` returns the features alone when the month has no labels yet."""
 
 from __future__ import annotations
 
@@ -21,6 +24,10 @@ log = logging.getLogger(__name__)
 
 class EmptySnapshotError(InputError, LookupError):
     """No snapshot rows exist for the requested as_of."""
+
+
+class MissingLabelsError(EmptySnapshotError):
+    """The month has features but no labels (yet)."""
 
 
 def _to_flag(s: pd.Series) -> pd.Series:
@@ -57,8 +64,21 @@ def snapshot_dates(settings: Settings) -> list[date]:
         return [r.date() for r in rows]
 
 
-def build_point_in_time_dataset(as_of: str | date, settings: Settings, with_labels: bool = True) -> pd.DataFrame:
-    """user_id, event_timestamp, the 14 features (FEATURE_DTYPES) and churn_label (0/1)."""
+def label_dates(settings: Settings) -> list[date]:
+    """The as_of dates that have labels (a subset of :func:`snapshot_dates`)."""
+    with get_engine(settings).connect() as conn:
+        rows = conn.execute(sa.text("SELECT DISTINCT as_of FROM labels_snapshots ORDER BY as_of")).scalars()
+        return [r.date() for r in rows]
+
+
+def build_point_in_time_dataset(
+    as_of: str | date, settings: Settings, with_labels: bool = True, *, require_labels: bool = True
+) -> pd.DataFrame:
+    """user_id, event_timestamp, the 14 features (FEATURE_DTYPES) and churn_label (0/1).
+
+    A month without any label raises :class:`MissingLabelsError`, unless ``require_labels`` is
+    False: the frame then has no ``churn_label`` column. A month whose labels cover only some of
+    its users always raises (that is broken data, not labels still to come)."""
     from streamflow.features.store import get_feature_store
     from streamflow.schema import FEATURE_REFS
 
@@ -90,8 +110,11 @@ def build_point_in_time_dataset(as_of: str | date, settings: Settings, with_labe
     feats[TIMESTAMP] = pd.to_datetime(feats[TIMESTAMP], utc=True)
     df = coerce_feature_dtypes(feats[[ENTITY, TIMESTAMP, *FEATURES]])
     if labels is not None:
+        if labels.empty and not require_labels:
+            log.info("event=dataset_built as_of=%s rows=%d labels=absent", as_of_d, len(df))
+            return df
         if labels.empty:
-            raise EmptySnapshotError(f"no labels snapshot found for as_of={as_of_d}")
+            raise MissingLabelsError(f"no labels snapshot found for as_of={as_of_d} (its labels have not arrived)")
         df = df.merge(labels, on=ENTITY, how="left", validate="one_to_one")
         missing = int(df[LABEL].isna().sum())
         if missing:

@@ -1,6 +1,7 @@
 """Prefect flow ``monitor_month``: the monitor of :mod:`streamflow.monitoring.monitor`, each step a
-Prefect task (build_dataset ×2, validate_inputs, compute_target_drift, run_evidently,
-push_drift_metrics, decide_action, retrain_and_maybe_promote).
+Prefect task (build_dataset ×2, validate_inputs, load_production_model, score_months,
+compute_target_drift, run_evidently, measure_performance, decide_action, write_summary,
+push_drift_metrics, retrain_and_maybe_promote).
 
 Parameters are explicit and never secret (they are stored by the Prefect API and shown in its UI);
 the settings come from the environment of the process that runs the flow (``STREAMFLOW_*``,

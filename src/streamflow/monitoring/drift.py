@@ -1,10 +1,13 @@
 """Drift monitoring core: compare a reference and a current point-in-time dataset with
 Evidently 0.7 and reduce the report to a few numbers (drift share over the 14 model
-features, per-feature drift scores, target drift) plus a (simulated) retraining decision.
+features, per-feature drift scores, target drift, prediction drift) plus the drift rule's decision.
 
 Inputs are frames as produced by ``streamflow.features.dataset.build_point_in_time_dataset``:
 ``user_id``, ``event_timestamp``, the 14 ``FEATURES`` in ``FEATURE_DTYPES`` and ``churn_label``
-(0/1). Nothing here touches the database or Feast.
+(0/1). ``churn_label`` may be missing from a frame (the month's labels have not arrived): there is
+then no target drift (None). When both frames carry ``churn_probability`` (the production model's
+score of each row), its drift is measured too (``ValueDrift``, a numerical column; the drift share
+stays over the 14 features). Nothing here touches the database or Feast.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -38,8 +42,10 @@ from streamflow.schema import (
     TIMESTAMP,
 )
 
+PREDICTION = "churn_probability"  # the production model's P(churn) per row (optional column)
 EVIDENTLY_CATEGORICAL: list[str] = [*CATEGORICAL_FEATURES, *FLAG_FEATURES, LABEL]
-REQUIRED_COLUMNS: list[str] = [ENTITY, TIMESTAMP, *FEATURES, LABEL]
+REQUIRED_COLUMNS: list[str] = [ENTITY, TIMESTAMP, *FEATURES]  # + LABEL and PREDICTION when present
+OPTIONAL_COLUMNS: list[str] = [LABEL, PREDICTION]
 
 
 class DriftInputError(InputError, ValueError):
@@ -78,15 +84,55 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
+class PredictionScope:
+    """Which rows' predictions are compared: ``population`` names them (e.g. ``unseen``: the users
+    the model was not trained on, whose scores are not memorised), the masks select them."""
+
+    population: str
+    reference: Sequence[bool]
+    current: Sequence[bool]
+
+
+@dataclass(frozen=True)
+class PredictionDrift:
+    """Drift of the model's predicted probabilities (Evidently ValueDrift on ``churn_probability``)."""
+
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+    ref_mean: float
+    cur_mean: float
+    column: str = PREDICTION
+    population: str = "month"
+    n_ref: int = 0
+    n_cur: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "method": self.method,
+            "score": _json_float(self.score),
+            "threshold": _json_float(self.threshold),
+            "drifted": self.drifted,
+            "ref_mean": _json_float(self.ref_mean),
+            "cur_mean": _json_float(self.cur_mean),
+            "population": self.population,
+            "n_ref": self.n_ref,
+            "n_cur": self.n_cur,
+        }
+
+
+@dataclass(frozen=True)
 class DriftResult:
     as_of_ref: str
     as_of_cur: str
     drift_share: float
     drifted_count: int
     feature_drifts: tuple[FeatureDrift, ...]  # the 14 FEATURES, in schema order
-    target: TargetDrift
-    target_value_drift: float  # Evidently ValueDrift score of churn_label
-    target_value_drift_method: str
+    target: TargetDrift | None  # None: a month without labels
+    target_value_drift: float  # Evidently ValueDrift score of churn_label (NaN without labels)
+    target_value_drift_method: str | None
     threshold: float
     decision: Decision
     report_html: Path
@@ -96,10 +142,13 @@ class DriftResult:
     n_cur: int
     generated_at: datetime
     elapsed_seconds: float = field(default=0.0, compare=False)
+    prediction: PredictionDrift | None = None  # None: no churn_probability column
+    labels_missing: tuple[str, ...] = ()  # as_of dates whose frame had no labels
 
     @property
     def target_drift(self) -> float:
-        return self.target.abs_diff
+        """|cur rate - ref rate|; NaN when a month has no labels (the decision line prints NaN)."""
+        return self.target.abs_diff if self.target is not None else math.nan
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -118,11 +167,17 @@ class DriftResult:
             "n_features": len(self.feature_drifts),
             "drifted_features": [f.as_dict(with_drifted=False) for f in self.drifted_features],
             "feature_scores": [f.as_dict() for f in self.feature_drifts],
-            "target_drift": self.target.abs_diff,
-            "target_ref_rate": self.target.ref_rate,
-            "target_cur_rate": self.target.cur_rate,
+            "target_drift": self.target.abs_diff if self.target else None,
+            "target_ref_rate": self.target.ref_rate if self.target else None,
+            "target_cur_rate": self.target.cur_rate if self.target else None,
             "target_value_drift": _json_float(self.target_value_drift),
             "target_value_drift_method": self.target_value_drift_method,
+            "target_drift_note": (
+                f"no labels for as_of={', '.join(self.labels_missing)} yet: no target drift"
+                if self.labels_missing
+                else None
+            ),
+            "prediction_drift": self.prediction.as_dict() if self.prediction else None,
             "decision": self.decision.value,
             "threshold": self.threshold,
             "report_html": str(self.report_html),
@@ -163,7 +218,7 @@ def _expected_family(column: str) -> str:
         return "datetime"
     if column == ENTITY:
         return "string"
-    if column == LABEL:
+    if column in (LABEL, PREDICTION):
         return "numeric"
     return "string" if FEATURE_DTYPES[column] == "object" else "numeric"
 
@@ -171,16 +226,18 @@ def _expected_family(column: str) -> str:
 def _expected_dtype(column: str) -> str:
     if column in FEATURE_DTYPES:
         return FEATURE_DTYPES[column]
-    return {TIMESTAMP: "datetime64", ENTITY: "object", LABEL: "int64"}[column]
+    return {TIMESTAMP: "datetime64", ENTITY: "object", LABEL: "int64", PREDICTION: "float64"}[column]
 
 
 def validate_frames(ref: pd.DataFrame, cur: pd.DataFrame, as_of_ref: str | date, as_of_cur: str | date) -> None:
     """Check that ``ref`` and ``cur`` can be compared; raise :class:`DriftInputError` naming every problem.
 
-    Both frames must be non-empty, hold ``user_id``, ``event_timestamp``, the 14 features and
-    ``churn_label``, have the same column set, and dtypes of the same family (numeric / string /
-    datetime) on both sides and as in the schema. Flags must be 1.0/0.0/NaN and the label 0/1
-    without missing values. Extra columns present on both sides are allowed (and ignored).
+    Both frames must be non-empty, hold ``user_id``, ``event_timestamp`` and the 14 features,
+    have the same column set (``churn_label`` may be absent from either: labels not arrived yet),
+    and dtypes of the same family (numeric / string / datetime) on both sides and as in the
+    schema. Flags must be 1.0/0.0/NaN, the label 0/1 without missing values, ``churn_probability``
+    (if on one side, then on both) a probability without missing values. Extra columns present
+    on both sides are allowed (and ignored).
     """
     ref_day, cur_day = _as_of_str(as_of_ref, "ref"), _as_of_str(as_of_cur, "cur")
     problems: list[str] = []
@@ -197,14 +254,15 @@ def validate_frames(ref: pd.DataFrame, cur: pd.DataFrame, as_of_ref: str | date,
         if dups:
             problems.append(f"{side} frame for as_of={day} has duplicated columns {dups}")
 
-    only_ref = [str(c) for c in ref.columns if c not in cur.columns and c not in REQUIRED_COLUMNS]
-    only_cur = [str(c) for c in cur.columns if c not in ref.columns and c not in REQUIRED_COLUMNS]
+    optional = [*REQUIRED_COLUMNS, LABEL]  # a one-sided label is a month whose labels have not arrived
+    only_ref = [str(c) for c in ref.columns if c not in cur.columns and c not in optional]
+    only_cur = [str(c) for c in cur.columns if c not in ref.columns and c not in optional]
     if only_ref:
         problems.append(f"extra columns only in reference (as_of={ref_day}): {only_ref}")
     if only_cur:
         problems.append(f"extra columns only in current (as_of={cur_day}): {only_cur}")
 
-    for col in REQUIRED_COLUMNS:
+    for col in [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]:
         if col not in ref.columns or col not in cur.columns:
             continue
         expected = _expected_family(col)
@@ -229,11 +287,20 @@ def validate_frames(ref: pd.DataFrame, cur: pd.DataFrame, as_of_ref: str | date,
                     problems.append(
                         f"{side} frame for as_of={day}: flag {col!r} must be 1.0/0.0/NaN, got {sorted(set(bad))[:5]}"
                     )
-            label = df[LABEL]
-            if label.isna().any():
-                problems.append(f"{side} frame for as_of={day}: {LABEL!r} has {int(label.isna().sum())} missing values")
-            elif not label.isin([0, 1]).all():
-                problems.append(f"{side} frame for as_of={day}: {LABEL!r} must be 0/1, got {sorted(set(label))[:5]}")
+            if LABEL in df.columns:
+                label = df[LABEL]
+                if label.isna().any():
+                    problems.append(
+                        f"{side} frame for as_of={day}: {LABEL!r} has {int(label.isna().sum())} missing values"
+                    )
+                elif not label.isin([0, 1]).all():
+                    problems.append(
+                        f"{side} frame for as_of={day}: {LABEL!r} must be 0/1, got {sorted(set(label))[:5]}"
+                    )
+            if PREDICTION in df.columns:
+                proba = df[PREDICTION]
+                if proba.isna().any() or not proba.between(0.0, 1.0).all():
+                    problems.append(f"{side} frame for as_of={day}: {PREDICTION!r} must be probabilities in [0, 1]")
 
     if problems:
         raise DriftInputError("cannot compare drift inputs: " + "; ".join(problems))
@@ -257,25 +324,34 @@ def compute_target_drift(ref: pd.DataFrame, cur: pd.DataFrame) -> TargetDrift:
 # ---------------------------------------------------------------------------------
 # Evidently
 # ---------------------------------------------------------------------------------
-def _to_evidently_frame(df: pd.DataFrame) -> pd.DataFrame:
+def _to_evidently_frame(
+    df: pd.DataFrame, with_label: bool = True, with_prediction: bool = False, scope: Sequence[bool] | None = None
+) -> pd.DataFrame:
     """The columns Evidently sees. Flags go from float 1.0/0.0/NaN to object True/False/None:
-    Evidently 0.7's DataSummaryPreset (UniqueValueCount) rejects float labels on categorical columns."""
-    out = df[REQUIRED_COLUMNS].copy()
+    Evidently 0.7's DataSummaryPreset (UniqueValueCount) rejects float labels on categorical columns.
+    Predictions outside ``scope`` become missing (Evidently's drift tests skip missing values)."""
+    columns = [*REQUIRED_COLUMNS, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
+    out = df[columns].copy()
     for col in FLAG_FEATURES:
         mapped = out[col].map({1.0: True, 0.0: False}).astype(object)
         out[col] = mapped.where(out[col].notna(), None)
-    out[LABEL] = out[LABEL].astype("int64")
+    if with_label:
+        out[LABEL] = out[LABEL].astype("int64")
+    if with_prediction:
+        out[PREDICTION] = out[PREDICTION].astype("float64")
+        if scope is not None:
+            out[PREDICTION] = out[PREDICTION].where(np.asarray(scope, dtype=bool))
     return out
 
 
-def _data_definition() -> Any:
+def _data_definition(with_label: bool = True, with_prediction: bool = False) -> Any:
     from evidently import DataDefinition
 
     return DataDefinition(
         id_column=ENTITY,
         timestamp=TIMESTAMP,
-        numerical_columns=list(NUMERIC_FEATURES),
-        categorical_columns=list(EVIDENTLY_CATEGORICAL),
+        numerical_columns=[*NUMERIC_FEATURES, *([PREDICTION] if with_prediction else [])],
+        categorical_columns=[c for c in EVIDENTLY_CATEGORICAL if with_label or c != LABEL],
     )
 
 
@@ -411,10 +487,16 @@ def run_drift_report(
     as_of_cur: str | date,
     threshold: float,
     report_dir: str | os.PathLike[str],
+    prediction_scope: PredictionScope | None = None,
 ) -> DriftResult:
     """Run the course's Evidently report (DataSummaryPreset + DataDriftPreset + ValueDrift(churn_label)),
     write ``drift_{ref}_vs_{cur}.html/.json/.summary.json`` atomically into ``report_dir`` and return
-    the numbers. ``drift_share`` is computed over the 14 FEATURES only."""
+    the numbers. ``drift_share`` is computed over the 14 FEATURES only.
+
+    Without ``churn_label`` in a frame (labels not arrived) there is no ValueDrift(churn_label) and
+    no target drift. With ``churn_probability`` in both frames, ValueDrift(churn_probability) is
+    added (prediction drift; the column is declared numerical and is not part of the drift share);
+    ``prediction_scope`` restricts that comparison (and the means) to some rows of each month."""
     from evidently import Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset, DataSummaryPreset
@@ -427,27 +509,43 @@ def run_drift_report(
     html_path, json_path, summary_path = report_paths(out_dir, ref_day, cur_day)
 
     started = time.perf_counter()
-    target = compute_target_drift(ref, cur)
-    definition = _data_definition()
-    report = Report(
-        [
-            DataSummaryPreset(),
-            # columns=FEATURES: without it the preset also counts every other declared
-            # numerical/categorical column (churn_label) -> 1/15 instead of 1/14.
-            DataDriftPreset(columns=list(FEATURES), drift_share=limit),
-            ValueDrift(column=LABEL),
-        ],
-        # Needed for the per-column drift verdicts (ValueDrift tests) read below.
-        include_tests=True,
-    )
+    missing_labels = tuple(day for day, df in ((ref_day, ref), (cur_day, cur)) if LABEL not in df.columns)
+    with_label = not missing_labels
+    with_prediction = PREDICTION in ref.columns and PREDICTION in cur.columns
+    ref_scope = np.ones(len(ref), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.reference)
+    cur_scope = np.ones(len(cur), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.current)
+    if with_prediction and (len(ref_scope) != len(ref) or len(cur_scope) != len(cur)):
+        raise DriftInputError("prediction_scope masks must have one entry per row of each frame")
+    if with_prediction and not (ref_scope.any() and cur_scope.any()):
+        raise DriftInputError("prediction_scope selects no row in one of the months")
+    target = compute_target_drift(ref, cur) if with_label else None
+    definition = _data_definition(with_label, with_prediction)
+    metrics: list[Any] = [
+        DataSummaryPreset(),
+        # columns=FEATURES: without it the preset also counts every other declared
+        # numerical/categorical column (churn_label, churn_probability) -> 1/15 instead of 1/14.
+        DataDriftPreset(columns=list(FEATURES), drift_share=limit),
+    ]
+    if with_label:
+        metrics.append(ValueDrift(column=LABEL))
+    if with_prediction:
+        metrics.append(ValueDrift(column=PREDICTION))
+    # include_tests: needed for the per-column drift verdicts (ValueDrift tests) read below.
+    report = Report(metrics, include_tests=True)
     with _quiet_evidently():
         snapshot = report.run(
-            reference_data=Dataset.from_pandas(_to_evidently_frame(ref), data_definition=definition),
-            current_data=Dataset.from_pandas(_to_evidently_frame(cur), data_definition=definition),
+            reference_data=Dataset.from_pandas(
+                _to_evidently_frame(ref, with_label, with_prediction, ref_scope), data_definition=definition
+            ),
+            current_data=Dataset.from_pandas(
+                _to_evidently_frame(cur, with_label, with_prediction, cur_scope), data_definition=definition
+            ),
         )
         summary = snapshot.dict()
         share, count = extract_drifted_columns(summary)
-        drifts = extract_value_drifts(summary, [*FEATURES, LABEL])
+        drifts = extract_value_drifts(
+            summary, [*FEATURES, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
+        )
         feature_drifts = tuple(drifts[f] for f in FEATURES)
         if sum(f.drifted for f in feature_drifts) != count:
             raise DriftReportError(
@@ -464,8 +562,8 @@ def run_drift_report(
         drifted_count=count,
         feature_drifts=feature_drifts,
         target=target,
-        target_value_drift=drifts[LABEL].score,
-        target_value_drift_method=drifts[LABEL].method,
+        target_value_drift=drifts[LABEL].score if with_label else math.nan,
+        target_value_drift_method=drifts[LABEL].method if with_label else None,
         threshold=limit,
         decision=decide_action(share, limit),
         report_html=html_path,
@@ -475,6 +573,22 @@ def run_drift_report(
         n_cur=len(cur),
         generated_at=datetime.now(UTC),
         elapsed_seconds=time.perf_counter() - started,
+        prediction=(
+            PredictionDrift(
+                method=drifts[PREDICTION].method,
+                score=drifts[PREDICTION].score,
+                threshold=drifts[PREDICTION].threshold,
+                drifted=drifts[PREDICTION].drifted,
+                ref_mean=float(ref[PREDICTION][ref_scope].mean()),
+                cur_mean=float(cur[PREDICTION][cur_scope].mean()),
+                population="month" if prediction_scope is None else prediction_scope.population,
+                n_ref=int(ref_scope.sum()),
+                n_cur=int(cur_scope.sum()),
+            )
+            if with_prediction
+            else None
+        ),
+        labels_missing=missing_labels,
     )
     write_text_atomic(summary_path, json.dumps(result.summary(), indent=2, allow_nan=False) + "\n")
     return result

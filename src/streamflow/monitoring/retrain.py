@@ -1,14 +1,17 @@
-"""Real retraining after drift: train a candidate on the current month, compare it with the
-``production`` model on the *same* held-out rows of that month, and move the alias only if
-the candidate is better by more than ``min_delta``.
+"""Real retraining after a trigger (drift, or the model's measured/estimated performance): train a
+candidate on the current month, compare it with the ``production`` model on the *same* held-out
+rows of that month, and move the alias only if the candidate is better by more than ``min_delta``.
 
 * The candidate is trained by :func:`streamflow.training.train.train_model` (same pipeline,
   same MLflow logging: scikit-learn + ONNX, registered as a new version) on the 75 % train
   part of the stratified split with ``settings.random_seed``; the remaining 25 % is the
-  held-out set both models are scored on.
-* The comparison is recorded on the candidate's MLflow run (tags ``trigger=drift``,
-  ``as_of``, ``drift_share``, ``retrain_decision``…; metrics ``heldout_auc_candidate``,
-  ``heldout_auc_production``, ``heldout_auc_delta``, ``promote_min_delta``).
+  held-out set both models are scored on. The production model is scored through its ONNX
+  artefact (``onnx/model.onnx``, what the API serves), never by unpickling its scikit-learn form.
+* The comparison is recorded on the candidate's MLflow run (tags ``trigger`` = ``drift`` or
+  ``performance``, ``triggers`` (every rule that fired), ``as_of``, ``drift_share``,
+  ``retrain_decision``…; metrics ``heldout_auc_candidate``, ``heldout_auc_production``,
+  ``heldout_auc_delta``, ``promote_min_delta``, ``trigger_<signal>`` such as
+  ``trigger_realized_auc``).
 * Promotion goes through :func:`streamflow.training.registry.promote` (alias moved, reason
   tagged on both versions, nothing archived). A refused candidate keeps its version, tagged
   ``rejected_reason``; the alias does not move.
@@ -18,17 +21,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
-import mlflow
 import pandas as pd
 
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError, OperationalError
 from streamflow.features.dataset import build_point_in_time_dataset
+from streamflow.monitoring.production_model import ScoringModel, load_model_version
 from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version, promote
 from streamflow.training.train import evaluate, train_model
@@ -115,8 +118,9 @@ def should_promote(candidate_auc: float, production_auc: float | None, min_delta
     )
 
 
-def _load_version(settings: Settings, version: str) -> Any:
-    return mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version}")
+def _load_version(settings: Settings, version: str) -> ScoringModel:
+    """The version's ONNX artefact (scored like the API serves it)."""
+    return load_model_version(settings, version)
 
 
 def retrain_and_maybe_promote(
@@ -128,14 +132,20 @@ def retrain_and_maybe_promote(
     drift_share: float | None = None,
     dataset: pd.DataFrame | None = None,
     progress: Progress | None = None,
+    trigger: str = "drift",
+    triggers: Sequence[str] = (),
+    signals: Mapping[str, float | None] | None = None,
 ) -> RetrainOutcome:
     """Train a candidate on ``as_of_cur``, score it and the production model on the same held-out
     rows, promote the candidate iff it wins by more than ``min_delta`` (default
     ``settings.promote_min_delta``) or there is no production model.
 
     ``reason`` says why retraining happened (e.g. the drift decision); it is stored as the
-    ``retrain_trigger_reason`` tag and prefixed to the promotion reason. ``dataset`` skips
-    rebuilding the point-in-time dataset when the caller already has it."""
+    ``retrain_trigger_reason`` tag and prefixed to the promotion reason. ``trigger`` is the kind
+    of trigger (``drift`` / ``performance``; tag ``trigger``), ``triggers`` every policy rule that
+    fired (tag ``triggers``), ``signals`` the numbers behind them (metrics ``trigger_<name>``, e.g.
+    ``realized_auc``). ``dataset`` skips rebuilding the point-in-time dataset when the caller
+    already has it."""
     say = progress or (lambda _m: None)
     as_of_d = parse_as_of(as_of_cur)
     delta_min = settings.promote_min_delta if min_delta is None else float(min_delta)
@@ -176,7 +186,7 @@ def retrain_and_maybe_promote(
         alias=settings.model_alias,
         model_name=settings.model_name,
     )
-    _record(settings, outcome, cand_metrics, prod_metrics, reason, drift_share)
+    _record(settings, outcome, cand_metrics, prod_metrics, reason, drift_share, trigger, triggers, signals)
 
     if promote_it:
         promote(settings, outcome.candidate_version, f"{reason}: {why}")
@@ -201,12 +211,15 @@ def _record(
     prod_metrics: dict[str, float] | None,
     reason: str,
     drift_share: float | None,
+    trigger: str = "drift",
+    triggers: Sequence[str] = (),
+    signals: Mapping[str, float | None] | None = None,
 ) -> None:
     """The comparison as tags/metrics on the candidate run (and the refusal on its version)."""
     client = configure_mlflow(settings)
     run_id = outcome.candidate_run_id
     tags: dict[str, str] = {
-        "trigger": "drift",
+        "trigger": trigger,
         "as_of": outcome.as_of,
         "retrain_trigger_reason": reason,
         "retrain_decision": outcome.decision,
@@ -215,6 +228,8 @@ def _record(
     }
     if drift_share is not None:
         tags["drift_share"] = f"{drift_share:.6f}"
+    if triggers:
+        tags["triggers"] = ",".join(triggers)
     if not outcome.promoted:
         tags["rejected_reason"] = outcome.reason
     for key, text in tags.items():
@@ -234,8 +249,11 @@ def _record(
         )
     if drift_share is not None:
         metrics["drift_share"] = drift_share
+    for name, value in (signals or {}).items():
+        if value is not None and math.isfinite(value):
+            metrics[f"trigger_{name}"] = value
     for key, number in metrics.items():
         client.log_metric(run_id, key, float(number))
-    client.set_model_version_tag(settings.model_name, outcome.candidate_version, "trigger", "drift")
+    client.set_model_version_tag(settings.model_name, outcome.candidate_version, "trigger", trigger)
     if not outcome.promoted:
         client.set_model_version_tag(settings.model_name, outcome.candidate_version, "rejected_reason", outcome.reason)

@@ -1,14 +1,17 @@
 """MLflow tracking/registry helpers: one place that knows the tracking URI, the
-experiment, the registered model name and the `production` alias."""
+experiment, the registered model name and the `production` alias — and the alias's history
+(``model_alias_history`` in PostgreSQL, written by :func:`promote`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import mlflow
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -92,10 +95,28 @@ def production_version(settings: Settings) -> ModelVersionInfo | None:
 
 def promote(settings: Settings, version: str, reason: str) -> None:
     """Point the production alias at `version`; the previous holder keeps its version
-    (nothing is archived) and both carry tags saying what happened and why."""
+    (nothing is archived) and both carry tags saying what happened and why.
+
+    The move is recorded in ``model_alias_history`` (PostgreSQL) in the same step: the row is
+    inserted in a transaction that commits only once MLflow accepted the move, so a refused
+    move leaves no history row (see :func:`alias_history`)."""
     client = configure_mlflow(settings)
     previous = production_version(settings)
-    client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
+    with _history_engine(settings).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_alias_history (model_name, alias, version, previous_version, reason) "
+                "VALUES (:name, :alias, :version, :previous, :reason)"
+            ),
+            {
+                "name": settings.model_name,
+                "alias": settings.model_alias,
+                "version": version,
+                "previous": previous.version if previous else None,
+                "reason": reason,
+            },
+        )
+        client.set_registered_model_alias(settings.model_name, settings.model_alias, version)
     client.set_model_version_tag(settings.model_name, version, "promoted_reason", reason)
     if previous is not None and previous.version != version:
         client.set_model_version_tag(settings.model_name, version, "replaced_version", previous.version)
@@ -110,3 +131,36 @@ def promote(settings: Settings, version: str, reason: str) -> None:
         previous.version if previous else None,
         reason,
     )
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One move of the alias, as recorded by :func:`promote`."""
+
+    version: str
+    previous_version: str | None
+    reason: str
+    set_at: datetime
+
+
+def _history_engine(settings: Settings) -> sa.Engine:
+    from streamflow.db.engine import get_engine
+    from streamflow.db.schema import migrate
+
+    engine = get_engine(settings)
+    migrate(engine)
+    return engine
+
+
+def alias_history(settings: Settings) -> list[AliasChange]:
+    """Every recorded move of ``settings.model_alias`` of ``settings.model_name``, oldest first.
+    Moves made outside :func:`promote` (the MLflow UI, a raw client call) are not in it."""
+    with _history_engine(settings).connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT version, previous_version, reason, set_at FROM model_alias_history "
+                "WHERE model_name = :name AND alias = :alias ORDER BY set_at, id"
+            ),
+            {"name": settings.model_name, "alias": settings.model_alias},
+        ).all()
+    return [AliasChange(str(r.version), r.previous_version, str(r.reason), r.set_at) for r in rows]

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.schema import FEATURE_DTYPES, FEATURES, LABEL
+from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
@@ -134,6 +134,10 @@ def train_model(
             path = Path(tmp) / "model.onnx"
             path.write_bytes(onnx_bytes)
             mlflow.log_artifact(str(path), artifact_path="onnx")
+        # CBPE calibration (fitted on the ONNX model's validation probabilities) + training user ids
+        from streamflow.monitoring.production_model import log_quality_artifacts
+
+        log_quality_artifacts(onnx_bytes, split.X_val, split.y_val, df.loc[split.X_train.index, ENTITY])
         example = split.X_val.head(5)
         signature = infer_signature(example, pipe.predict(example))
         info = mlflow.sklearn.log_model(
