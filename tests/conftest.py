@@ -19,11 +19,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="streamflow-tests-
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import prefect  # noqa: F401
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COURSE_SEEDS = Path(
-    os.environ.get("STREAMFLOW_COURSE_SEEDS", REPO_ROOT.parent / "shared" / "data" / "streamflow-course" / "seeds")
-)
-AS_OF = {"month_000": "2024-01-31", "month_001": "2024-02-29"}
+from tests.helpers.course import COURSE_SEEDS
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,8 @@ MLflow registry under a temporary STREAMFLOW_HOME. Everything started is stopped
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,35 +12,10 @@ import pytest
 from streamflow.db.engine import release_embedded
 from streamflow.ingest.loader import ingest_month
 from streamflow.logging_setup import setup_logging
-from streamflow.settings import Settings
-from streamflow.training.registry import promote
-from streamflow.training.train import TrainResult, train_model
-
-from ..conftest import AS_OF
+from tests.helpers.course import AS_OF
+from tests.helpers.stack import Stack, make_settings
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    seeds: Path
-    trained: list[TrainResult] = field(default_factory=list)
-
-    def train(self, as_of: str) -> TrainResult:
-        result = train_model(as_of, self.settings, promote_if_first=True)
-        self.trained.append(result)
-        return result
-
-    def promote(self, version: str, reason: str = "test") -> None:
-        promote(self.settings, version, reason)
-
-    def env(self) -> dict[str, str]:
-        """Environment for a subprocess (CLI, API server) that uses this stack."""
-        env = dict(os.environ)
-        env["STREAMFLOW_HOME"] = str(self.settings.home)
-        env.pop("MLFLOW_TRACKING_URI", None)
-        return env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,28 +29,6 @@ def _no_outside_mlflow_uri() -> Iterator[None]:
     finally:
         if saved is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
-@contextlib.contextmanager
-def environment_of(settings: Settings) -> Iterator[None]:
-    """Run the body with ``settings`` as this process's environment: what a deployed Prefect flow
-    (or any `get_settings()` caller) sees. Every field that differs from its default is exported."""
-    saved = os.environ.copy()
-    try:
-        for name, value in settings.model_dump(exclude_defaults=True).items():
-            os.environ[f"STREAMFLOW_{name.upper()}"] = str(value)
-        if settings.mlflow_tracking_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        if settings.report_dir is None:
-            os.environ.pop("REPORT_DIR", None)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def make_settings(home: Path, **overrides: object) -> Settings:
-    return Settings(home=home, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,7 @@ from streamflow.monitoring.drift import (
 )
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, drift_metrics_registry, push_drift_metrics
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
-
-from ..conftest import COURSE_SEEDS
+from tests.helpers.course import COURSE_SEEDS
 
 AS_OF = {"month_000": "2024-01-31", "month_001": "2024-02-29"}
 REF, CUR = AS_OF["month_000"], AS_OF["month_001"]

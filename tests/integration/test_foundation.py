@@ -21,8 +21,7 @@ from streamflow.ingest.validation import ValidationError
 from streamflow.schema import FEATURE_DTYPES, FEATURES, SNAPSHOT_TABLES, SOURCE_TABLES
 from streamflow.status import system_status
 from streamflow.training.registry import configure_mlflow, production_version
-
-from .conftest import Stack
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from streamflow.cli import app
 from streamflow.dates import as_of_timestamp, month_as_of
-from streamflow.db.engine import get_engine, stop_embedded
+from streamflow.db.engine import get_engine, release_embedded
 from streamflow.features.dataset import MissingLabelsError, build_point_in_time_dataset
 from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring.cbpe import CBPECalibration
@@ -54,9 +54,8 @@ from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
 from streamflow.training.registry import alias_history, configure_mlflow, list_versions, production_version
 from streamflow.training.train import split_dataset, train_model
+from tests.helpers.stack import Stack, environment_of, make_settings
 from tests.unit.test_cbpe import _unchanged_churn_model
-
-from .conftest import Stack, environment_of, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +256,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
         print(f"\n[timing] generated quality stack (4 x {USERS} users + model): {time.perf_counter() - t0:.1f}s")
         yield Generated(settings, trained.version)
     finally:
-        stop_embedded(settings)
+        release_embedded(settings)
 
 
 def test_covariate_shift_cbpe_within_003_of_realized(generated: Generated, tmp_path: Path) -> None:

@@ -59,8 +59,7 @@ from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow, production_version
 from streamflow.training.train import train_model
-
-from .conftest import Stack, environment_of, make_settings
+from tests.helpers.stack import Stack, environment_of, make_settings
 
 pytestmark = pytest.mark.integration
 

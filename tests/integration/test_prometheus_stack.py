@@ -43,8 +43,7 @@ from streamflow.observability.report import generate_monitoring_report
 from streamflow.processes import ManagedProcess, StartError, Supervisor, http_ready
 from streamflow.runtime import API_PROGRAM, api_argv
 from streamflow.settings import Settings
-
-from .conftest import Stack as CourseStack
+from tests.helpers.stack import Stack as CourseStack
 
 pytestmark = pytest.mark.integration
 

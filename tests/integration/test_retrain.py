@@ -27,8 +27,7 @@ from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
 from streamflow.training.registry import list_versions, production_version, promote
 from streamflow.training.train import split_dataset, train_model
-
-from .conftest import make_settings
+from tests.helpers.stack import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,7 @@ from streamflow.observability.dashboards import (
     streamflow_sections,
     timeseries_panel,
 )
-
-from .test_deploy_static import DASHBOARD, REPO, iter_panels
+from tests.helpers.repo import DASHBOARD, REPO, iter_panels
 
 DASHBOARD_REL = DASHBOARD.relative_to(REPO)
 runner = CliRunner()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,8 @@ from streamflow.observability.dashboard import (
     render_legend,
     substitute_template_vars,
 )
+from tests.helpers.repo import COMPOSE, DASHBOARD, DOCKERFILE, ENV_EXAMPLE, GRAFANA, REPO, iter_panels
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE = REPO / "docker-compose.yml"
-ENV_EXAMPLE = REPO / ".env.example"
-DOCKERFILE = REPO / "services" / "docker" / "Dockerfile"
-GRAFANA = REPO / "services" / "grafana" / "provisioning"
-DASHBOARD = GRAFANA / "dashboards" / "json" / "streamflow.json"
 DS = {"type": "prometheus", "uid": DATASOURCE_UID}
 
 # bind-mount sources that legitimately do not exist in a fresh clone
@@ -49,15 +43,6 @@ def dashboard() -> dict[str, Any]:
     output of the Python definition whose queries `panel_queries()` lists)."""
     data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     return data
-
-
-def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """All panels of the JSON, including those nested in collapsed rows; row panels excluded."""
-    for panel in dashboard.get("panels", []):
-        if panel.get("type") == "row":
-            yield from panel.get("panels", [])
-        else:
-            yield panel
 
 
 def env_example() -> dict[str, str]:
