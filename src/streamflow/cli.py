@@ -36,49 +36,90 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _db_error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 @app.command()
 def ingest(
     month_dir: Annotated[Path, typer.Argument(help="Directory with the six CSVs of one month.")],
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD.")],
-    materialize: Annotated[bool, typer.Option(help="Apply Feast and materialize the online store.")] = True,
+    materialize: Annotated[bool, typer.Option(help="Materialize the Feast online store after the load.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows, rows/s).")] = True,
 ) -> None:
-    """Validate one month's CSVs, upsert the live tables and stamp the snapshots (one transaction)."""
+    """Validate one month's CSVs, write the live tables and stamp the snapshots (one transaction,
+    ingest lock), then publish the month to the online store (atomic swap)."""
+    import psycopg
+
+    from streamflow.console_progress import rich_progress
     from streamflow.dates import parse_as_of
-    from streamflow.ingest.loader import ingest_month
+    from streamflow.features.online_writer import MaterializeError
+    from streamflow.ingest.loader import IngestError
     from streamflow.ingest.validation import ValidationError
+    from streamflow.monthly import PublishResult, ingest_and_publish
 
     settings = _settings()
+    result: PublishResult | None = None
     try:
         parse_as_of(as_of)
-        with console.status("ingesting…") as status:
-            result = ingest_month(month_dir, as_of, settings, materialize=materialize, progress=status.update)
+        with rich_progress(console, enabled=progress) as on_progress:
+            result = ingest_and_publish(month_dir, as_of, settings, materialize=materialize, progress=on_progress)
     except ValidationError as exc:
+        _fail(str(exc), 2)
+    except IngestError as exc:
         _fail(str(exc), 2)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
-    table = Table(title=f"ingested {result.month_dir} as of {result.as_of}")
+    except MaterializeError as exc:
+        _fail(f"the month was ingested but not published: {exc}; run `streamflow materialize`", 1)
+    except psycopg.Error as exc:
+        _fail(f"database error: {_db_error_line(exc)}; nothing was lost (see `streamflow status`)", 1)
+    assert result is not None
+    r = result.ingest
+    table = Table(title=f"ingested {r.month_dir} as of {r.as_of} (ingestion #{r.ingestion_id})")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name, n in result.rows.items():
-        table.add_row(name, f"{n:,}")
+    table.add_column("live rows kept (newer month)", justify="right")
+    for name, n in r.rows.items():
+        table.add_row(name, f"{n:,}", f"{r.live.get(name, {}).get('kept_newer', 0):,}")
     out.print(table)
     out.print(
-        f"load {result.seconds_load:.2f}s (one transaction)"
+        f"validate {r.seconds_validate:.2f}s, load {r.seconds_load:.2f}s (one transaction)"
         + (
             f", materialize {result.seconds_materialize:.2f}s → online store holds {result.materialized_as_of}"
             if materialize
-            else ", online store not materialized"
+            else ", online store not materialized (stale until `streamflow materialize`)"
         )
     )
 
 
 @app.command()
-def materialize() -> None:
-    """Apply the Feast definitions and load the latest snapshot of every user online."""
-    from streamflow.features.store import materialize_latest
+def materialize(
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows, rows/s).")] = True,
+) -> None:
+    """Publish every user's latest snapshot to the Feast online store (atomic swap); heals a stale store."""
+    import psycopg
 
-    latest = materialize_latest(_settings())
-    out.print(f"online store holds as_of={latest}")
+    from streamflow.console_progress import rich_progress
+    from streamflow.features.online_writer import MaterializeError
+    from streamflow.features.store import materialize_online
+
+    settings = _settings()
+    try:
+        with rich_progress(console, enabled=progress) as on_progress:
+            result = materialize_online(settings, on_progress)
+    except MaterializeError as exc:
+        _fail(str(exc), 1)
+    except psycopg.Error as exc:
+        _fail(f"database error: {_db_error_line(exc)}; the online store is unchanged", 1)
+    if result.as_of is None:
+        out.print("nothing to materialize: no snapshot ingested yet")
+        return
+    out.print(
+        f"online store holds as_of={result.as_of} (covers ingestion #{result.ingestion_id}; "
+        f"{result.rows:,} rows by the {result.writer} writer in {result.seconds:.2f}s)"
+    )
 
 
 @app.command()
@@ -130,6 +171,12 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
             f"{s['churn_rate']:.4f}" if s["churn_rate"] is not None else "-",
         )
     out.print(snap)
+    online = st["online_store"]
+    state = "[bold red]stale[/]" if online["stale"] else "[green]fresh[/]"
+    out.print(
+        f"online store: as_of={online['as_of']} {state}" + (f" — {online['reason']}" if online["reason"] else ""),
+        highlight=False,
+    )
     models = Table(title=f"model {settings.model_name}")
     for c in ("version", "aliases", "trained on", "val_auc", "run_id"):
         models.add_column(c)

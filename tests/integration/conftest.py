@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamflow.db.engine import stop_embedded
-from streamflow.ingest.loader import ingest_month
+from streamflow.monthly import ingest_and_publish
 from streamflow.logging_setup import setup_logging
 from streamflow.settings import Settings
 from streamflow.training.registry import promote
@@ -70,7 +70,7 @@ def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -
     stack = Stack(settings=settings, seeds=course_seeds)
     try:
         for month, as_of in AS_OF.items():
-            ingest_month(course_seeds / month, as_of, settings)
+            ingest_and_publish(course_seeds / month, as_of, settings)
         stack.train("2024-01-31")
         yield stack
     finally:

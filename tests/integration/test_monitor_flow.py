@@ -42,7 +42,7 @@ from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows import monitor as monitor_mod
 from streamflow.flows.monitor import monitor_command, monitor_month, using_settings
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
-from streamflow.ingest.loader import ingest_month
+from streamflow.monthly import ingest_and_publish
 from streamflow.monitoring.drift import DriftInputError
 from streamflow.observability.prometheus_local import (
     PrometheusClient,
@@ -367,7 +367,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenStack]:
     months = generate_months(seeds, 3, GEN_USERS, GEN_SEED, drift=parse_drift_option(PLANTED))
     try:
         for i in (0, 1):
-            ingest_month(months[i], month_as_of(date(2024, 1, 31), i), settings)
+            ingest_and_publish(months[i], month_as_of(date(2024, 1, 31), i), settings)
         trained = train_model(REF, settings, promote_if_first=True)
         assert trained.promoted and trained.version is not None
         print(f"\n[timing] planted-drift stack (2 x {GEN_USERS} users + model): {time.perf_counter() - t0:.1f}s")

@@ -37,7 +37,7 @@ from prefect.types.entrypoint import EntrypointType  # noqa: E402
 from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of  # noqa: E402
 from streamflow.features.dataset import snapshot_dates  # noqa: E402
 from streamflow.flows.monitor import current_settings, monitor_month, say  # noqa: E402
-from streamflow.ingest.loader import ingest_month  # noqa: E402
+from streamflow.monthly import ingest_and_publish, publish_if_stale  # noqa: E402
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -78,8 +78,16 @@ def ingest_newest_month(seeds_dir: str, start_as_of: str) -> dict[str, Any]:
         known = []
     if as_of in known:
         say(f"[Ingest] {path.name} (as_of={as_of}) already ingested: skipped")
-        return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": False}
-    result = ingest_month(path, as_of, settings, materialize=True)
+        healed = publish_if_stale(settings)  # a crash after an earlier commit left the online store stale
+        if healed is not None:
+            say(f"[Ingest] online store was stale: re-materialized → {healed.as_of}")
+        return {
+            "month_dir": str(path),
+            "as_of": as_of.isoformat(),
+            "ingested": False,
+            "healed": healed is not None,
+        }
+    result = ingest_and_publish(path, as_of, settings, materialize=True)
     say(f"[Ingest] {path.name} as_of={as_of} rows={result.rows} online={result.materialized_as_of}")
     return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": True, "rows": result.rows}
 
