@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from streamflow.db.engine import stop_embedded
-from streamflow.monthly import ingest_and_publish
 from streamflow.logging_setup import setup_logging
+from streamflow.monthly import ingest_and_publish
 from streamflow.settings import Settings
 from streamflow.training.registry import promote
 from streamflow.training.train import TrainResult, train_model

@@ -42,8 +42,8 @@ from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows import monitor as monitor_mod
 from streamflow.flows.monitor import monitor_command, monitor_month, using_settings
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
-from streamflow.monthly import ingest_and_publish
 from streamflow.monitoring.drift import DriftInputError
+from streamflow.monthly import ingest_and_publish
 from streamflow.observability.prometheus_local import (
     PrometheusClient,
     start_prometheus,

@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 
 from streamflow.db.engine import stop_embedded
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.monthly import ingest_and_publish
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
+from streamflow.monthly import ingest_and_publish
 from streamflow.schema import LABEL
 from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
