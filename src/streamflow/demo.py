@@ -20,7 +20,6 @@ from streamflow.settings import Settings
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class DemoOutcome:
     urls: dict[str, str] = field(default_factory=dict)

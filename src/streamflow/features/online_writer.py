@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date
 
 import psycopg
 from psycopg import sql
@@ -33,7 +34,7 @@ from psycopg import sql
 from streamflow.db.engine import libpq_url
 from streamflow.faults import fault_point
 from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.schema import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES, SOURCE_TABLES
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,62 +72,137 @@ def online_table(settings: Settings, view: str) -> str:
     return f"{settings.feast_project}_{view}"
 
 
-def _feature_expr(feature: str) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
-    """(value bytes, value_text, value_num) of ``s.<feature>`` as Feast writes them; NULL
-    features are an empty ValueProto (zero bytes) with NULL text, as Feast writes None."""
-    col = sql.SQL("s.{}").format(sql.Identifier(feature))
-    if feature in INT_FEATURES:
-        enc, text = "streamflow_value_int64", sql.SQL("{}::text").format(col)
-    elif feature in FLOAT_FEATURES:
-        enc, text = "streamflow_value_double", sql.SQL("streamflow_py_float_text({})").format(col)
-    elif feature in FLAG_FEATURES:
-        enc, text = "streamflow_value_bool", sql.SQL("streamflow_py_bool_text({})").format(col)
-    else:
-        enc, text = "streamflow_value_string", col
-    value = sql.SQL("coalesce({}({}), '\\x'::bytea)").format(sql.SQL(enc), col)
-    if feature in FLAG_FEATURES:
+def _le4(length: sql.Composable) -> sql.Composable:
+    """Little-endian uint32 of an integer expression."""
+    return sql.SQL(
+        "set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, ({n}) & 255), 1, (({n}) >> 8) & 255),"
+        " 2, (({n}) >> 16) & 255), 3, ({n}) >> 24)"
+    ).format(n=length)
+
+
+def entity_key_expr(column: sql.Composable) -> sql.Composable:
+    """Feast's entity key, serialization v3, for one STRING join key ``user_id``:
+    <u32 1><u32 STRING=2><u32 len(name)><name><u32 STRING=2><u32 len(value)><value>."""
+    name = ENTITY.encode()
+    prefix = (
+        struct.pack("<III", 1, 2, len(name)) + name + struct.pack("<I", 2)
+    ).hex()  # constant part, computed here once
+    utf8 = sql.SQL("convert_to({}, 'UTF8')").format(column)
+    return sql.SQL("{prefix}::bytea || {le4} || {utf8}").format(
+        prefix=sql.Literal("\\x" + prefix), le4=_le4(sql.SQL("octet_length({})").format(utf8)), utf8=utf8
+    )
+
+
+def _value_expr(feature: str, col: sql.Composable) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(value bytes, value_text, value_num) as Feast writes them: ``ValueProto.SerializeToString()``
+    (oneof members are serialized even when 0/false/""), ``str(value)``, the number. A NULL
+    feature is an empty ValueProto (zero bytes) with NULL text, as Feast writes None."""
+    if feature in INT_FEATURES:  # field 4, varint
+        value = sql.SQL(
+            "CASE WHEN {c} IS NULL THEN '\\x'::bytea WHEN {c} >= 0 AND {c} < 128"
+            " THEN set_byte('\\x2000'::bytea, 1, {c}::int) ELSE '\\x20'::bytea || streamflow_varint({c}) END"
+        ).format(c=col)
+        return value, sql.SQL("{}::text").format(col), sql.SQL("{}::float8").format(col)
+    if feature in FLOAT_FEATURES:  # field 5, fixed64 little-endian
+        value = sql.SQL(
+            "CASE WHEN {c} IS NULL THEN '\\x'::bytea ELSE '\\x29'::bytea || streamflow_le8({c}) END"
+        ).format(c=col)
+        text = sql.SQL(
+            "CASE WHEN abs({c}) >= 1e15 AND abs({c}) < 1e16 THEN streamflow_py_float_text_e15({c})"
+            " WHEN {c} = trunc({c}) AND abs({c}) < 1e15 THEN {c}::text || '.0' ELSE {c}::text END"
+        ).format(c=col)
+        return value, text, sql.SQL("{}::float8").format(col)
+    if feature in FLAG_FEATURES:  # field 7, varint 0/1
+        value = sql.SQL(
+            "CASE WHEN {c} IS NULL THEN '\\x'::bytea WHEN {c} THEN '\\x3801'::bytea ELSE '\\x3800'::bytea END"
+        ).format(c=col)
+        text = sql.SQL("CASE WHEN {c} THEN 'True' WHEN NOT {c} THEN 'False' END").format(c=col)
         num = sql.SQL("CASE WHEN {c} THEN 1.0::float8 WHEN NOT {c} THEN 0.0::float8 END").format(c=col)
-    elif feature in INT_FEATURES or feature in FLOAT_FEATURES:
-        num = sql.SQL("{}::float8").format(col)
-    else:
-        num = sql.SQL("NULL::float8")
-    return value, text, num
+        return value, text, num
+    # string: field 2, length-delimited
+    utf8 = sql.SQL("convert_to({}, 'UTF8')").format(col)
+    value = sql.SQL(
+        "CASE WHEN {c} IS NULL THEN '\\x'::bytea WHEN octet_length({u}) < 128"
+        " THEN set_byte('\\x1200'::bytea, 1, octet_length({u})) || {u}"
+        " ELSE '\\x12'::bytea || streamflow_varint(octet_length({u})) || {u} END"
+    ).format(c=col, u=utf8)
+    return value, col, sql.SQL("NULL::float8")
 
 
-def fill_sql(snapshot_table: str, features: list[str], target: str, columns: list[str]) -> sql.Composed:
-    """INSERT … SELECT of one view: the newest snapshot row of every user, one output row per feature."""
+def latest_rows_sql(snapshot_table: str, live_table: str | None, features: list[str], latest: object) -> sql.Composed:
+    """The newest snapshot row of every user: (user_id, as_of, features…).
+
+    With ``live_table`` (whose ``as_of`` records, per user, the newest month that user was
+    ingested in — maintained by the ingest in the same transaction as the snapshots): the
+    latest month's partition, plus the older rows of users absent from it, looked up by key;
+    no sort of all months. Without it: ``DISTINCT ON`` over every month (the definition)."""
+    entity = sql.Identifier(ENTITY)
+    feats = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(f)) for f in features)
+    snap = sql.Identifier(snapshot_table)
+    if live_table is None:
+        return sql.SQL(
+            "SELECT DISTINCT ON (s.{e}) s.{e}, s.as_of, {feats} FROM {snap} AS s ORDER BY s.{e}, s.as_of DESC"
+        ).format(e=entity, feats=feats, snap=snap)
+    return sql.SQL(
+        "SELECT s.{e}, s.as_of, {feats} FROM {snap} AS s WHERE s.as_of = {latest}"
+        " UNION ALL"
+        " SELECT s.{e}, s.as_of, {feats} FROM {live} AS l"
+        "  JOIN {snap} AS s ON s.{e} = l.{e} AND s.as_of = (l.as_of::timestamp AT TIME ZONE 'UTC')"
+        "  WHERE l.as_of < ({latest} AT TIME ZONE 'UTC')::date"
+    ).format(e=entity, feats=feats, snap=snap, live=sql.Identifier(live_table), latest=sql.Literal(latest))
+
+
+def fill_sql(source: sql.Composable, features: list[str], target: str, columns: list[str]) -> sql.Composed:
+    """INSERT … SELECT of one view from ``source`` (one row per user, see ``latest_rows_sql``):
+    one output row per (user, feature), the entity key encoded once per user."""
     rows = []
     for f in features:
-        value, text, num = _feature_expr(f)
+        value, text, num = _value_expr(f, sql.SQL("s.{}").format(sql.Identifier(f)))
         rows.append(sql.SQL("({}, {}, {}, {})").format(sql.Literal(f), value, text, num))
     out_cols = [c for c in ("entity_key", "feature_name", "value", "value_text", "value_num", "vector_value",
                             "event_ts", "created_ts") if c in columns]  # fmt: skip
     exprs = {
-        "entity_key": sql.SQL("streamflow_entity_key({}, s.{})").format(sql.Literal(ENTITY), sql.Identifier(ENTITY)),
+        "entity_key": sql.SQL("s.entity_key"),
         "feature_name": sql.SQL("f.name"),
         "value": sql.SQL("f.value"),
         "value_text": sql.SQL("f.text"),
         "value_num": sql.SQL("f.num"),
         "vector_value": sql.SQL("NULL"),
-        # Feast binds a naive UTC datetime, read in the session's time zone: the same here.
-        "event_ts": sql.SQL("(s.as_of AT TIME ZONE 'UTC')::timestamp::timestamptz"),
+        "event_ts": sql.SQL("s.event_ts"),
         "created_ts": sql.SQL("NULL"),
     }
-    feats = sql.SQL(", ").join(sql.Identifier(f) for f in features)
     return sql.SQL(
         "INSERT INTO {target} ({cols}) SELECT {exprs}"
-        " FROM (SELECT DISTINCT ON ({entity}) {entity}, as_of, {feats} FROM {snap}"
-        "       ORDER BY {entity}, as_of DESC) AS s"
+        # OFFSET 0 keeps the subquery: the entity key and event_ts are computed once per user, not once per
+        # feature. event_ts: Feast binds a naive UTC datetime, read in the session's time zone: the same here.
+        " FROM (SELECT {key} AS entity_key, (r.as_of AT TIME ZONE 'UTC')::timestamp::timestamptz AS event_ts, r.*"
+        "       FROM ({source}) AS r OFFSET 0) AS s"
         " CROSS JOIN LATERAL (VALUES {rows}) AS f(name, value, text, num)"
     ).format(
         target=sql.Identifier(target),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in out_cols),
         exprs=sql.SQL(", ").join(exprs[c] for c in out_cols),
-        entity=sql.Identifier(ENTITY),
-        feats=feats,
-        snap=sql.Identifier(snapshot_table),
+        key=entity_key_expr(sql.SQL("r.{}").format(sql.Identifier(ENTITY))),
+        source=source,
         rows=sql.SQL(", ").join(rows),
     )
+
+
+def _source_for(cur: psycopg.Cursor, snapshot_table: str, features: list[str]) -> sql.Composed:
+    """Pick the cheap latest-rows query when the live table's as_of can be trusted."""
+    live = next((t.name for t in SOURCE_TABLES if t.snapshot_table == snapshot_table), None)
+    cur.execute(sql.SQL("SELECT max(as_of) FROM {}").format(sql.Identifier(snapshot_table)))
+    row = cur.fetchone()
+    latest = row[0] if row else None
+    if live is not None and latest is not None:
+        cur.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE as_of IS NULL OR as_of > %s)").format(sql.Identifier(live)),
+            ((latest.astimezone(UTC)).date(),),
+        )
+        row = cur.fetchone()
+        if row and not row[0]:
+            return latest_rows_sql(snapshot_table, live, features, latest)
+    return latest_rows_sql(snapshot_table, None, features, latest)
 
 
 _INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (\S+) (USING .*)$")
@@ -193,7 +269,7 @@ def _build_view(
         )
         total_expected = None
         progress(ProgressEvent(f"materialize {view}", 0, total_expected))
-        cur.execute(fill_sql(snapshot_table, features, new, columns))
+        cur.execute(fill_sql(_source_for(cur, snapshot_table, features), features, new, columns))
         rows = cur.rowcount
         progress(ProgressEvent(f"materialize {view}", rows, rows))
         halfway()

@@ -60,15 +60,12 @@ ALTER TABLE feature_materializations ADD COLUMN IF NOT EXISTS rows_written BIGIN
 ALTER TABLE feature_materializations ADD COLUMN IF NOT EXISTS seconds DOUBLE PRECISION;
 
 -- ---- Feast online-store encoders -----------------------------------------------------
--- Little-endian uint32 (lengths and type tags of the entity key).
-CREATE OR REPLACE FUNCTION streamflow_le4(n integer) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT set_byte(set_byte(set_byte(set_byte('\x00000000'::bytea,
-         0, n & 255), 1, (n >> 8) & 255), 2, (n >> 16) & 255), 3, (n >> 24) & 255)
-$$;
+-- The hot paths (small ints, doubles, booleans, short strings, the entity key) are inline SQL
+-- expressions built by streamflow.features.online_writer; these functions are their rare or
+-- version-dependent parts.
 
 -- Protobuf base-128 varint of any bigint (negative numbers: 10 bytes, two's complement).
-CREATE OR REPLACE FUNCTION streamflow_varint_any(n bigint) RETURNS bytea
+CREATE OR REPLACE FUNCTION streamflow_varint(n bigint) RETURNS bytea
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
   out bytea := '\x'::bytea;
@@ -83,29 +80,15 @@ BEGIN
   END LOOP;
 END $$;
 
--- Inlinable fast path for the common small values (< 2^21).
-CREATE OR REPLACE FUNCTION streamflow_varint(n bigint) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN n >= 0 AND n < 128 THEN set_byte('\x00'::bytea, 0, n::int)
-    WHEN n >= 0 AND n < 16384 THEN
-      set_byte(set_byte('\x0000'::bytea, 0, ((n & 127) | 128)::int), 1, (n >> 7)::int)
-    WHEN n >= 0 AND n < 2097152 THEN
-      set_byte(set_byte(set_byte('\x000000'::bytea, 0, ((n & 127) | 128)::int),
-               1, (((n >> 7) & 127) | 128)::int), 2, (n >> 14)::int)
-    ELSE streamflow_varint_any(n)
-  END
-$$;
-
 -- IEEE-754 double, little-endian (protobuf fixed64 payload).
 DO $do$
 BEGIN
   IF current_setting('server_version_num')::int >= 180000 THEN
     EXECUTE $f$CREATE OR REPLACE FUNCTION streamflow_le8(x double precision) RETURNS bytea
-      LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT reverse(float8send(x))'$f$;
+      LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT reverse(float8send(x))'$f$;
   ELSE
     EXECUTE $f$CREATE OR REPLACE FUNCTION streamflow_le8(x double precision) RETURNS bytea
-      LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
+      LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
       'SELECT substring(float8send(x) from 8 for 1) || substring(float8send(x) from 7 for 1)
            || substring(float8send(x) from 6 for 1) || substring(float8send(x) from 5 for 1)
            || substring(float8send(x) from 4 for 1) || substring(float8send(x) from 3 for 1)
@@ -114,41 +97,14 @@ BEGIN
 END
 $do$;
 
--- Feast entity key, serialization v3, one STRING join key:
--- <u32 n_keys=1><u32 type=STRING(2)><u32 len(name)><name><u32 type=STRING(2)><u32 len(value)><value>
-CREATE OR REPLACE FUNCTION streamflow_entity_key(join_key text, v text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT '\x0100000002000000'::bytea || streamflow_le4(octet_length(convert_to(join_key, 'UTF8')))
-      || convert_to(join_key, 'UTF8') || '\x02000000'::bytea
-      || streamflow_le4(octet_length(convert_to(v, 'UTF8'))) || convert_to(v, 'UTF8')
-$$;
-
--- ValueProto.SerializeToString() per type (oneof members are serialized even when 0/false/"").
-CREATE OR REPLACE FUNCTION streamflow_value_int64(n bigint) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT '\x20'::bytea || streamflow_varint(n) $$;
-
-CREATE OR REPLACE FUNCTION streamflow_value_double(x double precision) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT '\x29'::bytea || streamflow_le8(x) $$;
-
-CREATE OR REPLACE FUNCTION streamflow_value_bool(b boolean) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT CASE WHEN b THEN '\x3801'::bytea ELSE '\x3800'::bytea END
-$$;
-
-CREATE OR REPLACE FUNCTION streamflow_value_string(s text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT '\x12'::bytea || streamflow_varint(octet_length(convert_to(s, 'UTF8'))) || convert_to(s, 'UTF8')
-$$;
-
--- value_text as Feast writes it: Python str() of the value.
+-- Python str() of a double with 1e15 <= |x| < 1e16: PostgreSQL prints 1.2345e+15, Python
+-- 1234500000000000.0 (elsewhere the shortest-exact text of both agree, but for a missing '.0').
 CREATE OR REPLACE FUNCTION streamflow_py_float_text_e15(x double precision) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
--- 1e15 <= |x| < 1e16: PostgreSQL prints 1.2345e+15, Python 1234500000000000.0
 DECLARE
   t text := x::text;
   neg boolean := left(t, 1) = '-';
-  m text := split_part(ltrim(t, '-'), 'e', 1);
-  digits text := replace(m, '.', '');
+  digits text := replace(split_part(ltrim(t, '-'), 'e', 1), '.', '');
   int_part text;
   frac text;
 BEGIN
@@ -157,15 +113,3 @@ BEGIN
   frac := substr(digits, 17);
   RETURN CASE WHEN neg THEN '-' ELSE '' END || int_part || '.' || CASE WHEN frac = '' THEN '0' ELSE frac END;
 END $$;
-
-CREATE OR REPLACE FUNCTION streamflow_py_float_text(x double precision) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN abs(x) >= 1e15 AND abs(x) < 1e16 THEN streamflow_py_float_text_e15(x)
-    WHEN x = trunc(x) AND abs(x) < 1e15 THEN x::text || '.0'
-    ELSE x::text
-  END
-$$;
-
-CREATE OR REPLACE FUNCTION streamflow_py_bool_text(b boolean) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CASE WHEN b THEN 'True' ELSE 'False' END $$;
