@@ -85,7 +85,7 @@ def child_main(stage: str, home: str, month_dir: str, as_of: str) -> None:
 
     setup_logging("WARNING")
     # imports are process start-up, not the stage: load what the stage uses before timing it
-    import streamflow.features.store  # noqa: F401
+    import streamflow.features.store
     import streamflow.ingest.loader  # noqa: F401
 
     t0 = time.perf_counter()
