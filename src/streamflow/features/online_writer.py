@@ -108,8 +108,9 @@ def _value_expr(feature: str, col: sql.Composable) -> tuple[sql.Composable, sql.
             "CASE WHEN {c} IS NULL THEN '\\x'::bytea ELSE '\\x29'::bytea || streamflow_le8({c}) END"
         ).format(c=col)
         text = sql.SQL(
-            "CASE WHEN abs({c}) >= 1e15 AND abs({c}) < 1e16 THEN streamflow_py_float_text_e15({c})"
-            " WHEN {c} = trunc({c}) AND abs({c}) < 1e15 THEN {c}::text || '.0' ELSE {c}::text END"
+            # (float8 literals: a bare 1e15 is numeric, and float-vs-numeric comparisons are slow)
+            "CASE WHEN abs({c}) >= '1e15'::float8 AND abs({c}) < '1e16'::float8 THEN streamflow_py_float_text_e15({c})"
+            " WHEN {c} = trunc({c}) AND abs({c}) < '1e15'::float8 THEN {c}::text || '.0' ELSE {c}::text END"
         ).format(c=col)
         return value, text, sql.SQL("{}::float8").format(col)
     if feature in FLAG_FEATURES:  # field 7, varint 0/1
@@ -155,36 +156,37 @@ def latest_rows_sql(snapshot_table: str, live_table: str | None, features: list[
 def fill_sql(source: sql.Composable, features: list[str], target: str, columns: list[str]) -> sql.Composed:
     """INSERT … SELECT of one view from ``source`` (one row per user, see ``latest_rows_sql``):
     one output row per (user, feature), the entity key encoded once per user."""
-    rows = []
-    for f in features:
-        value, text, num = _value_expr(f, sql.SQL("s.{}").format(sql.Identifier(f)))
-        rows.append(sql.SQL("({}, {}, {}, {})").format(sql.Literal(f), value, text, num))
-    out_cols = [c for c in ("entity_key", "feature_name", "value", "value_text", "value_num", "vector_value",
-                            "event_ts", "created_ts") if c in columns]  # fmt: skip
-    exprs = {
+    with_num = "value_num" in columns  # (only Feast's OpenAI-compatible layout has it)
+    exprs = [_value_expr(f, sql.SQL("s.{}").format(sql.Identifier(f))) for f in features]
+
+    def array(items: list[sql.Composable], pgtype: str) -> sql.Composable:
+        return sql.SQL("unnest(ARRAY[{}]::{}[])").format(sql.SQL(", ").join(items), sql.SQL(pgtype))
+
+    # One output row per feature: parallel unnest() of per-user arrays in the select list
+    # (a ProjectSet; much cheaper than a LATERAL VALUES list re-evaluated per user).
+    projected = {
         "entity_key": sql.SQL("s.entity_key"),
-        "feature_name": sql.SQL("f.name"),
-        "value": sql.SQL("f.value"),
-        "value_text": sql.SQL("f.text"),
-        "value_num": sql.SQL("f.num"),
+        "feature_name": array([sql.Literal(f) for f in features], "text"),
+        "value": array([v for v, _, _ in exprs], "bytea"),
+        "value_text": array([t for _, t, _ in exprs], "text"),
+        "value_num": array([n for _, _, n in exprs], "float8"),
         "vector_value": sql.SQL("NULL"),
         "event_ts": sql.SQL("s.event_ts"),
         "created_ts": sql.SQL("NULL"),
     }
+    out_cols = [c for c in projected if c in columns and (c != "value_num" or with_num)]
     return sql.SQL(
         "INSERT INTO {target} ({cols}) SELECT {exprs}"
         # OFFSET 0 keeps the subquery: the entity key and event_ts are computed once per user, not once per
         # feature. event_ts: Feast binds a naive UTC datetime, read in the session's time zone: the same here.
         " FROM (SELECT {key} AS entity_key, (r.as_of AT TIME ZONE 'UTC')::timestamp::timestamptz AS event_ts, r.*"
         "       FROM ({source}) AS r OFFSET 0) AS s"
-        " CROSS JOIN LATERAL (VALUES {rows}) AS f(name, value, text, num)"
     ).format(
         target=sql.Identifier(target),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in out_cols),
-        exprs=sql.SQL(", ").join(exprs[c] for c in out_cols),
+        exprs=sql.SQL(", ").join(projected[c] for c in out_cols),
         key=entity_key_expr(sql.SQL("r.{}").format(sql.Identifier(ENTITY))),
         source=source,
-        rows=sql.SQL(", ").join(rows),
     )
 
 
