@@ -81,12 +81,10 @@ def ingest_newest_month(seeds_dir: str, start_as_of: str) -> dict[str, Any]:
         healed = publish_if_stale(settings)  # a crash after an earlier commit left the online store stale
         if healed is not None:
             say(f"[Ingest] online store was stale: re-materialized → {healed.as_of}")
-        return {
-            "month_dir": str(path),
-            "as_of": as_of.isoformat(),
-            "ingested": False,
-            "healed": healed is not None,
-        }
+        skipped: dict[str, Any] = {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": False}
+        if healed is not None:
+            skipped["healed_online_store"] = str(healed.as_of)
+        return skipped
     result = ingest_and_publish(path, as_of, settings, materialize=True)
     say(f"[Ingest] {path.name} as_of={as_of} rows={result.rows} online={result.materialized_as_of}")
     return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": True, "rows": result.rows}
