@@ -77,6 +77,22 @@ def test_kill_between_commit_and_materialization_is_marked_stale_and_healed(fres
     assert online_checksums(fh.settings) != online_before
 
 
+def test_flows_heal_a_stale_online_store_by_themselves(fresh_home: FaultHome) -> None:
+    """What the Prefect ingest flow and the monthly schedule run first: publish_if_stale."""
+    from streamflow.monthly import publish_if_stale
+
+    fh = fresh_home
+    ingest = spawn_cli(_ingest_args(fh, 2), fh.home, fault_pause_at="after_commit", **PAUSE)
+    ingest.wait_for_marker("FAULT_PAUSE after_commit")
+    ingest.kill9()
+    assert _online(fh)["stale"] is True
+    healed = publish_if_stale(fh.settings)
+    assert healed is not None and str(healed.as_of) == as_of(2)
+    assert publish_if_stale(fh.settings) is None  # fresh now: nothing to do
+    online = _online(fh)
+    assert online["stale"] is False and online["as_of"] == as_of(2)
+
+
 def test_kill_during_materialization_keeps_the_previous_month_whole(fresh_home: FaultHome) -> None:
     fh = fresh_home
     online_before = online_checksums(fh.settings)
