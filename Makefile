@@ -7,7 +7,7 @@ SEEDS      ?=
 DRIFT      ?=
 export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
 
-.PHONY: install demo test test-unit test-integration lint down status bench clean
+.PHONY: install demo test test-unit test-integration test-faults lint down status bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,16 @@ demo: install
 
 ## Lint + the whole test suite (unit, then integration against real services).
 test: install lint
-	$(VENV)/bin/pytest tests/unit tests/integration
+	$(VENV)/bin/pytest tests/unit tests/integration tests/faults
 
 test-unit: install
 	$(VENV)/bin/pytest tests/unit
 
 test-integration: install
 	$(VENV)/bin/pytest tests/integration
+
+test-faults: install
+	$(VENV)/bin/pytest tests/faults
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks services
@@ -44,7 +47,7 @@ status:
 
 bench: install
 	$(PY) benchmarks/api_bench.py
-	$(PY) benchmarks/ingest_bench.py
+	$(PY) benchmarks/scale_bench.py --users 1000000 --stages ingest,materialize
 
 clean: down
 	rm -rf $(STREAMFLOW_HOME)

@@ -239,14 +239,14 @@ def prepare(home: Path, seeds: Path) -> tuple[Any, list[str], dict[str, float]]:
     from sklearn.metrics import roc_auc_score
 
     from streamflow.db.engine import get_engine
-    from streamflow.ingest.loader import ingest_month
+    from streamflow.monthly import ingest_and_publish
     from streamflow.serving.onnx_model import OnnxModel
     from streamflow.settings import Settings
     from streamflow.training.train import train_model
 
     settings = Settings(home=home)
     for month, as_of in MONTHS.items():
-        ingest_month(seeds / month, as_of, settings)
+        ingest_and_publish(seeds / month, as_of, settings)
     result = train_model(MONTHS["month_000"], settings)
     with get_engine(settings).connect() as conn:
         ids = [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]

@@ -53,6 +53,11 @@ def fail(message: str, code: ExitCode) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[F], F]:
     """Register a command whose errors all end the same way: StreamFlow errors with their own exit
     code and message (2 for bad input, 1 otherwise), anything else as one line naming the exception
@@ -68,10 +73,12 @@ def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[F], 
             except StreamflowError as exc:
                 fail(str(exc), exc.exit_code)
             except Exception as exc:
+                if type(exc).__module__.split(".", 1)[0] in ("psycopg", "sqlalchemy"):
+                    log.debug("event=database_error command=%s", fn.__name__, exc_info=exc)
+                    fail(f"database error: {_first_line(exc)}; nothing was half-written", ExitCode.INTERNAL)
                 log.debug("event=internal_error command=%s", fn.__name__, exc_info=exc)
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 fail(
-                    f"internal error in `{fn.__name__}`: {type(exc).__name__}: {first} "
+                    f"internal error in `{fn.__name__}`: {_first_line(exc)} "
                     "(STREAMFLOW_LOG_LEVEL=DEBUG shows the traceback)",
                     ExitCode.INTERNAL,
                 )
@@ -86,42 +93,61 @@ def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[F], 
 def ingest(
     month_dir: Annotated[Path, typer.Argument(help="Directory with the six CSVs of one month.")],
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD.")],
-    materialize: Annotated[bool, typer.Option(help="Apply Feast and materialize the online store.")] = True,
+    materialize: Annotated[bool, typer.Option(help="Materialize the Feast online store after the load.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows, rows/s).")] = True,
 ) -> None:
-    """Validate one month's CSVs, upsert the live tables and stamp the snapshots (one transaction)."""
+    """Validate one month's CSVs, write the live tables and stamp the snapshots (one transaction,
+    ingest lock), then publish the month to the online store (atomic swap)."""
+    from streamflow.console_progress import rich_progress
     from streamflow.dates import parse_as_of
-    from streamflow.ingest.loader import ingest_month
+    from streamflow.features.online_writer import MaterializeError
+    from streamflow.monthly import ingest_and_publish
 
     settings = _settings()
     parse_as_of(as_of)
     try:
-        with console.status("ingesting…") as status:
-            result = ingest_month(month_dir, as_of, settings, materialize=materialize, progress=status.update)
+        with rich_progress(console, enabled=progress) as on_progress:
+            result = ingest_and_publish(month_dir, as_of, settings, materialize=materialize, progress=on_progress)
     except FileNotFoundError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
-    table = Table(title=f"ingested {result.month_dir} as of {result.as_of}")
+    except MaterializeError as exc:
+        fail(f"the month was ingested but not published: {exc}; run `streamflow materialize`", ExitCode.INTERNAL)
+    r = result.ingest
+    table = Table(title=f"ingested {r.month_dir} as of {r.as_of} (ingestion #{r.ingestion_id})")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name, n in result.rows.items():
-        table.add_row(name, f"{n:,}")
+    table.add_column("live rows kept (newer month)", justify="right")
+    for name, n in r.rows.items():
+        table.add_row(name, f"{n:,}", f"{r.live.get(name, {}).get('kept_newer', 0):,}")
     out.print(table)
     out.print(
-        f"load {result.seconds_load:.2f}s (one transaction)"
+        f"validate {r.seconds_validate:.2f}s, load {r.seconds_load:.2f}s (one transaction)"
         + (
             f", materialize {result.seconds_materialize:.2f}s → online store holds {result.materialized_as_of}"
             if materialize
-            else ", online store not materialized"
+            else ", online store not materialized (stale until `streamflow materialize`)"
         )
     )
 
 
 @command(app)
-def materialize() -> None:
-    """Apply the Feast definitions and load the latest snapshot of every user online."""
-    from streamflow.features.store import materialize_latest
+def materialize(
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows, rows/s).")] = True,
+) -> None:
+    """Publish every user's latest snapshot to the Feast online store (atomic swap); heals a stale store."""
+    from streamflow.console_progress import rich_progress
+    from streamflow.features.store import materialize_online
 
-    latest = materialize_latest(_settings())
-    out.print(f"online store holds as_of={latest}")
+    settings = _settings()
+    with rich_progress(console, enabled=progress) as on_progress:
+        result = materialize_online(settings, on_progress)
+    if result.as_of is None:
+        out.print("nothing to materialize: no snapshot ingested yet")
+        return
+    out.print(
+        f"online store holds as_of={result.as_of} (covers ingestion #{result.ingestion_id}; "
+        f"{result.rows:,} rows by the {result.writer} writer in {result.seconds:.2f}s)"
+    )
 
 
 @command(app)
@@ -169,6 +195,12 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
             f"{s['churn_rate']:.4f}" if s["churn_rate"] is not None else "-",
         )
     out.print(snap)
+    online = st["online_store"]
+    state = "[bold red]stale[/]" if online["stale"] else "[green]fresh[/]"
+    out.print(
+        f"online store: as_of={online['as_of']} {state}" + (f" — {online['reason']}" if online["reason"] else ""),
+        highlight=False,
+    )
     models = Table(title=f"model {settings.model_name}")
     for c in ("version", "aliases", "trained on", "val_auc", "run_id"):
         models.add_column(c)

@@ -155,7 +155,7 @@ def bootstrap(
     """Seeds → ingest month_000/month_001 → train on 2024-01-31 (when no production model
     exists, or always with ``always_train``). Idempotent: compose's `init` service runs it
     on every `docker compose up`."""
-    from streamflow.ingest.loader import ingest_month
+    from streamflow.monthly import ingest_and_publish
     from streamflow.training.registry import production_version
     from streamflow.training.train import train_model
 
@@ -182,9 +182,10 @@ def bootstrap(
     # 2. ingest -------------------------------------------------------------------------
     header("ingest (validate → COPY → upsert → snapshot, one transaction) + Feast materialize")
     for month, as_of in DEMO_MONTHS.items():
-        r = ingest_month(seeds / month, as_of, settings, progress=lambda m: log.debug("event=progress msg=%r", m))
+        r = ingest_and_publish(seeds / month, as_of, settings)
         console.print(
-            f"{month} as of {as_of}: {sum(r.rows.values()):,} rows in {r.seconds_validate + r.seconds_load:.1f}s, "
+            f"{month} as of {as_of}: {sum(r.rows.values()):,} rows in "
+            f"{r.ingest.seconds_validate + r.ingest.seconds_load:.1f}s, "
             f"online store → {r.materialized_as_of}"
         )
 

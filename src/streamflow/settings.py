@@ -78,6 +78,34 @@ class Settings(BaseSettings):
         "far or further below the production model's validation AUC.",
     )
 
+    # Monthly data path (ingest → publish) ----------------------------------------------
+    ingest_max_file_bytes: int = Field(
+        4 * 1024**3, gt=0, description="A month CSV larger than this is refused before it is read."
+    )
+    ingest_max_header_bytes: int = Field(
+        64 * 1024, gt=0, description="A CSV header line longer than this is refused before the file is read."
+    )
+    ingest_max_columns: int = Field(256, gt=0, description="A CSV header with more columns is refused.")
+    ingest_lock_timeout_seconds: float = Field(
+        600.0, ge=0, description="How long an ingest waits for another one to finish before giving up (exit 2)."
+    )
+    materialize_writer: Literal["bulk", "feast"] = Field(
+        "bulk",
+        description="bulk: SQL writer of Feast's online tables, swapped in atomically; feast: Feast's own "
+        "materialize (reference implementation, slow and not atomic).",
+    )
+    materialize_workers: int = Field(2, ge=1, le=8, description="Parallel connections filling the online tables.")
+    materialize_lock_timeout_seconds: float = Field(
+        600.0, ge=0, description="How long a materialization waits for another one (or for readers to swap)."
+    )
+    materialize_maintenance_work_mem: str = Field(
+        "256MB", description="maintenance_work_mem of each connection building the online tables' indexes."
+    )
+    fault_pause_at: str | None = Field(
+        None, description="Tests only: pause at this named fault point (see streamflow.faults)."
+    )
+    fault_pause_seconds: float = Field(60.0, description="Tests only: how long a fault point pauses.")
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:

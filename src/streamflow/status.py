@@ -49,5 +49,16 @@ def model_status(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def online_store_status(settings: Settings) -> dict[str, Any]:
+    """``{"as_of", "stale", "reason", …}`` of the Feast online store (see features.online_state)."""
+    from streamflow.features.online_state import online_store_state
+
+    return online_store_state(settings).to_dict()
+
+
 def system_status(settings: Settings) -> dict[str, Any]:
-    return {"snapshots": snapshot_status(settings), "models": model_status(settings)}
+    return {
+        "snapshots": snapshot_status(settings),
+        "online_store": online_store_status(settings),
+        "models": model_status(settings),
+    }

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from streamflow.db.engine import release_embedded
-from streamflow.ingest.loader import ingest_month
 from streamflow.logging_setup import setup_logging
+from streamflow.monthly import ingest_and_publish
 from tests.helpers.course import AS_OF
 from tests.helpers.stack import Stack, make_settings
 
@@ -40,7 +40,7 @@ def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -
     stack = Stack(settings=settings, seeds=course_seeds)
     try:
         for month, as_of in AS_OF.items():
-            ingest_month(course_seeds / month, as_of, settings)
+            ingest_and_publish(course_seeds / month, as_of, settings)
         stack.train("2024-01-31")
         yield stack
     finally:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from streamflow.db.engine import get_engine
 from streamflow.features.dataset import EmptySnapshotError, build_point_in_time_dataset
-from streamflow.ingest.loader import ingest_month
 from streamflow.ingest.validation import ValidationError
+from streamflow.monthly import ingest_and_publish
 from streamflow.schema import FEATURE_DTYPES, FEATURES, SNAPSHOT_TABLES, SOURCE_TABLES
 from streamflow.status import system_status
 from streamflow.training.registry import configure_mlflow, production_version
@@ -138,7 +138,7 @@ def test_bad_csv_is_rejected_and_nothing_changes(course_stack: Stack, tmp_path: 
     _edit(month / file, edit)
     before = table_fingerprints(course_stack)
     with pytest.raises(ValidationError) as err:
-        ingest_month(month, "2024-03-31", course_stack.settings)
+        ingest_and_publish(month, "2024-03-31", course_stack.settings)
     msg = str(err.value)
     assert file in msg and column in msg and rule in msg and "nothing was written" in msg
     if case != "missing_column":
@@ -167,7 +167,7 @@ def test_cli_reports_bad_input_with_nonzero_exit(course_stack: Stack, tmp_path: 
 def test_as_of_must_be_a_date(course_stack: Stack, as_of: str) -> None:
     before = table_fingerprints(course_stack)
     with pytest.raises(ValueError, match="as_of must be a date"):
-        ingest_month(course_stack.seeds / "month_001", as_of, course_stack.settings)
+        ingest_and_publish(course_stack.seeds / "month_001", as_of, course_stack.settings)
     assert table_fingerprints(course_stack) == before
 
 
@@ -175,7 +175,7 @@ def test_reingesting_a_month_is_idempotent(course_stack: Stack) -> None:
     before = {
         k: v for k, v in table_fingerprints(course_stack).items() if k not in ("ingestions", "feature_materializations")
     }
-    result = ingest_month(course_stack.seeds / "month_001", "2024-02-29", course_stack.settings)
+    result = ingest_and_publish(course_stack.seeds / "month_001", "2024-02-29", course_stack.settings)
     assert result.rows == {t.name: 7043 for t in SOURCE_TABLES}
     assert result.materialized_as_of is not None and str(result.materialized_as_of) == "2024-02-29"
     after = {

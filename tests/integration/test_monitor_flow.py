@@ -47,9 +47,9 @@ from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows.monitor import monitor_month
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
-from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring import monitor as monitor_mod
 from streamflow.monitoring.drift import DriftInputError
+from streamflow.monthly import ingest_and_publish
 from streamflow.observability.prometheus_client import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway
 from streamflow.processes import Supervisor
@@ -425,7 +425,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenStack]:
     months = generate_months(seeds, 3, GEN_USERS, GEN_SEED, drift=parse_drift_option(PLANTED))
     try:
         for i in (0, 1):
-            ingest_month(months[i], month_as_of(date(2024, 1, 31), i), settings)
+            ingest_and_publish(months[i], month_as_of(date(2024, 1, 31), i), settings)
         trained = train_model(REF, settings, promote_if_first=True)
         assert trained.promoted and trained.version is not None
         print(f"\n[timing] planted-drift stack (2 x {GEN_USERS} users + model): {time.perf_counter() - t0:.1f}s")

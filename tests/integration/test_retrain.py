@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 
 from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
+from streamflow.monthly import ingest_and_publish
 from streamflow.schema import LABEL
 from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainStack]:
     t0 = time.perf_counter()
     (month,) = generate_months(root / "seeds", 1, USERS, seed=11)
     try:
-        ingest_month(month, AS_OF, settings)
+        ingest_and_publish(month, AS_OF, settings)
         dataset = build_point_in_time_dataset(AS_OF, settings)
         print(f"\n[timing] retrain stack ({USERS} users): {time.perf_counter() - t0:.1f}s")
         yield RetrainStack(settings, dataset)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +24,9 @@ from feast.types import Bool, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
 
 from streamflow.db.engine import get_engine, pg_params, sqlalchemy_url
+from streamflow.db.schema import migrate
 from streamflow.fileio import SECRET_MODE, atomic_write_text
+from streamflow.progress import ProgressCallback, no_progress
 from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.settings import Settings
 
@@ -135,23 +139,23 @@ def apply_definitions(settings: Settings) -> FeatureStore:
     return store
 
 
-def _as_utc(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+@dataclass
+class MaterializationResult:
+    """What a materialization published: the newest as_of online, the ingestion it covers."""
+
+    as_of: date | None
+    ingestion_id: int | None = None
+    writer: str = ""
+    rows: int = 0
+    seconds: float = 0.0
 
 
-def materialize_latest(settings: Settings) -> date | None:
-    """Load the newest snapshot of every user into the online store and record it.
-
-    The window covers every stored month, so each user gets its latest row even when an
-    older month is re-ingested after a newer one."""
+def _materialize_with_feast(settings: Settings, start: datetime, end: datetime) -> MaterializationResult:
+    """Feast's own writer (reference; row by row and not atomic: readers see a mix while it runs)."""
+    t0 = time.perf_counter()
     engine = get_engine(settings)
     with engine.connect() as conn:
-        bounds = conn.execute(sa.text("SELECT min(as_of), max(as_of) FROM subscriptions_profile_snapshots")).one()
-    if bounds[0] is None:
-        log.info("event=materialize_skipped reason=no_snapshots")
-        return None
-    start, end = bounds[0], bounds[1]
-    apply_definitions(settings)
+        ingestion_id = conn.execute(sa.text("SELECT max(id) FROM ingestions")).scalar()
 
     def materialize(store: FeatureStore) -> None:
         # Feast prints coloured progress to stdout; keep our output (and --json) clean.
@@ -161,7 +165,48 @@ def materialize_latest(settings: Settings) -> date | None:
 
     _reconnecting(settings, materialize)
     latest = end.astimezone(UTC).date()
+    seconds = time.perf_counter() - t0
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO feature_materializations (as_of) VALUES (:d)"), {"d": latest})
-    log.info("event=materialized latest_as_of=%s views=%d", latest, len(FEATURE_VIEWS))
-    return latest
+        conn.execute(
+            sa.text(
+                "INSERT INTO feature_materializations (as_of, ingestion_id, writer, seconds)"
+                " VALUES (:d, :i, 'feast', :s)"
+            ),
+            {"d": latest, "i": ingestion_id, "s": seconds},
+        )
+    return MaterializationResult(as_of=latest, ingestion_id=ingestion_id, writer="feast", seconds=seconds)
+
+
+def materialize_online(settings: Settings, progress: ProgressCallback | None = None) -> MaterializationResult:
+    """Apply the definitions and load every user's newest snapshot into the online store,
+    recording the materialization (as_of, covered ingestion) — see ``online_writer``."""
+    engine = get_engine(settings)
+    migrate(engine)
+    with engine.connect() as conn:
+        bounds = conn.execute(sa.text("SELECT min(as_of), max(as_of) FROM subscriptions_profile_snapshots")).one()
+    if bounds[0] is None:
+        log.info("event=materialize_skipped reason=no_snapshots")
+        return MaterializationResult(as_of=None)
+    apply_definitions(settings)
+    if settings.materialize_writer == "feast":
+        result = _materialize_with_feast(settings, bounds[0], bounds[1])
+    else:
+        from streamflow.features.online_writer import write_online_store
+
+        bulk = write_online_store(settings, progress or no_progress)
+        result = MaterializationResult(
+            as_of=bulk.as_of, ingestion_id=bulk.ingestion_id, writer="bulk", rows=bulk.rows, seconds=bulk.seconds
+        )
+    log.info(
+        "event=materialized latest_as_of=%s ingestion_id=%s writer=%s rows=%d seconds=%.2f views=%d",
+        result.as_of, result.ingestion_id, result.writer, result.rows, result.seconds, len(FEATURE_VIEWS),
+    )  # fmt: skip
+    return result
+
+
+def materialize_latest(settings: Settings, progress: ProgressCallback | None = None) -> date | None:
+    """Load the newest snapshot of every user into the online store and record it; returns the
+    newest as_of now online (None: nothing ingested yet).
+
+    Every user gets its latest row even when an older month is re-ingested after a newer one."""
+    return materialize_online(settings, progress).as_of

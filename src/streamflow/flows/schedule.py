@@ -34,7 +34,7 @@ from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of
 from streamflow.errors import InputError
 from streamflow.features.dataset import snapshot_dates
 from streamflow.flows.monitor import emit_line, monitor_month
-from streamflow.ingest.loader import ingest_month
+from streamflow.monthly import ingest_and_publish, publish_if_stale
 from streamflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -76,8 +76,14 @@ def ingest_newest_month(seeds_dir: str, start_as_of: str) -> dict[str, Any]:
         known = []
     if as_of in known:
         emit_line(f"[Ingest] {path.name} (as_of={as_of}) already ingested: skipped")
-        return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": False}
-    result = ingest_month(path, as_of, settings, materialize=True)
+        healed = publish_if_stale(settings)  # a crash after an earlier commit left the online store stale
+        if healed is not None:
+            emit_line(f"[Ingest] online store was stale: re-materialized → {healed.as_of}")
+        skipped: dict[str, Any] = {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": False}
+        if healed is not None:
+            skipped["healed_online_store"] = str(healed.as_of)
+        return skipped
+    result = ingest_and_publish(path, as_of, settings, materialize=True)
     emit_line(f"[Ingest] {path.name} as_of={as_of} rows={result.rows} online={result.materialized_as_of}")
     return {"month_dir": str(path), "as_of": as_of.isoformat(), "ingested": True, "rows": result.rows}
 

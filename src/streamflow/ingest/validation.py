@@ -1,21 +1,43 @@
 """Validation of one month's CSV files, before anything is written.
 
-Every rule names the file, the column, the rule and a few offending rows, so a bad
-export can be fixed without reading a stack trace."""
+Every rule names the file, the column, the rule and a few offending rows, so a bad export can
+be fixed without reading a stack trace. Validation runs on the columns parsed once by
+``ingest.reader`` and produces, for every column, the typed array the loader sends to
+PostgreSQL: what is validated is exactly what is loaded.
+
+Values are stripped of surrounding whitespace (``"A-1 "`` is ``A-1``, in validation and in the
+database alike). A month is complete: every user of ``users.csv`` appears exactly once in each
+of the five other files, and every user of those files is in ``users.csv`` (or already in the
+database) and in all five of them — a partial user is refused, not served with missing
+features."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamflow.errors import InputError
+from streamflow.ingest.reader import ParsedFile, ReadLimits, read_csv_file
 from streamflow.schema import SOURCE_TABLES, USERS, Column, SourceTable
 
 TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y"})
 FALSE_WORDS = frozenset({"false", "f", "0", "no", "n"})
 MAX_EXAMPLES = 5
+INT_PATTERN = r"^[+-]?[0-9]{1,18}$"  # always within int64
+INT_TOO_LONG = r"^[+-]?[0-9]{19,}$"
+FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+DATE_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+# Known users of the database, looked up for the few ids a month's files name but its users.csv
+# does not: a set (tests) or a function (the loader asks PostgreSQL).
+KnownUsers = Collection[str] | Callable[[list[str]], set[str]]
 
 
 @dataclass(frozen=True)
@@ -53,101 +75,236 @@ class ValidationError(InputError, ValueError):
         self.report = report
 
 
-def read_month(month_dir: Path) -> tuple[dict[str, pd.DataFrame], ValidationReport]:
-    """Read the six CSVs as text (no type guessing) and report missing files."""
-    report = ValidationReport(month_dir)
-    frames: dict[str, pd.DataFrame] = {}
+MonthFiles = dict[str, ParsedFile]
+
+
+def read_month(month_dir: Path, limits: ReadLimits | None = None) -> tuple[MonthFiles, ValidationReport]:
+    """Read each of the six CSVs once (text columns, stripped) and report what makes a file
+    unusable: missing, symlinked, oversized, not UTF-8, NUL bytes, malformed rows."""
+    limits = limits or ReadLimits()
+    report = ValidationReport(Path(month_dir))
+    files: MonthFiles = {}
     for table in SOURCE_TABLES:
-        path = month_dir / table.file_name
-        if not path.is_file():
-            report.violations.append(Violation(table.file_name, None, f"file is missing ({path})"))
-            continue
-        try:
-            frames[table.name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            report.violations.append(Violation(table.file_name, None, f"not a readable CSV: {exc}"))
-    return frames, report
+        parsed, problems = read_csv_file(Path(month_dir) / table.file_name, table, limits)
+        for p in problems:
+            report.violations.append(Violation(table.file_name, None, p.rule, p.rows, p.count))
+        if parsed is not None:
+            files[table.name] = parsed
+    return files, report
 
 
-def _examples(df: pd.DataFrame, mask: pd.Series, column: str) -> tuple[tuple[str, ...], int]:
-    bad = df.loc[mask]
+# ---- per-column rules ---------------------------------------------------------------------
+def _mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _examples(f: ParsedFile, mask: np.ndarray, column: str) -> tuple[tuple[str, ...], int]:
+    idx = np.flatnonzero(mask)
+    ids = f.columns.get("user_id")
+    values = f.columns[column]
     rows = []
-    for idx, row in bad.head(MAX_EXAMPLES).iterrows():
-        uid = row.get("user_id", "?")
-        rows.append(f"line {int(idx) + 2}: user_id={uid!s} {column}={row[column]!r}")  # +2: header, 1-based
-    return tuple(rows), int(mask.sum())
+    for i in idx[:MAX_EXAMPLES]:
+        uid = ids[int(i)].as_py() if ids is not None else "?"
+        rows.append(f"line {f.line_of(int(i))}: user_id={uid!s} {column}={values[int(i)].as_py()!r}")
+    return tuple(rows), int(idx.size)
 
 
-def _check_column(table: SourceTable, col: Column, df: pd.DataFrame) -> list[Violation]:
+def _valid_dates(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Strict YYYY-MM-DD (a real calendar date), checked once per distinct value."""
+    uniques = pc.unique(values).to_pylist()
+    parsed: dict[str, date | None] = {}
+    for u in uniques:
+        try:
+            parsed[u] = date.fromisoformat(u) if DATE_PATTERN.match(u) else None
+        except ValueError:
+            parsed[u] = None
+    good = [u for u, d in parsed.items() if d is not None]
+    ok = _mask(pc.is_in(values, value_set=pa.array(good, pa.string())))
+    typed = pc.cast(pc.if_else(pa.array(ok), values, pa.scalar(None, pa.string())), pa.date32())
+    return typed, ok
+
+
+def _check_column(f: ParsedFile, col: Column) -> list[Violation]:
     out: list[Violation] = []
-    s = df[col.name].str.strip()
-    empty = s == ""
+    s = f.columns[col.name]
+    empty = _mask(pc.equal(s, ""))
+    present = ~empty
 
-    def add(rule: str, mask: pd.Series) -> None:
+    def add(rule: str, mask: np.ndarray) -> None:
         if mask.any():
-            rows, n = _examples(df, mask, col.name)
-            out.append(Violation(table.file_name, col.name, rule, rows, n))
+            rows, n = _examples(f, mask, col.name)
+            out.append(Violation(f.file_name, col.name, rule, rows, n))
 
     if not col.nullable:
         add("must not be empty", empty)
-    present = ~empty
+    as_null = pa.array(empty)
     if col.type == "bool":
-        low = s.str.lower()
-        add("must be a boolean (True/False)", present & ~low.isin(TRUE_WORDS | FALSE_WORDS))
-    elif col.type in ("int", "float"):
-        num = pd.to_numeric(s.where(present), errors="coerce")
-        if col.type == "int":
-            bad_type = present & (num.isna() | (num.notna() & (num % 1 != 0)))
-            add("must be an integer", bad_type)
-        else:
-            import numpy as np
-
-            bad_type = present & (num.isna() | ~np.isfinite(num.fillna(0)))
-            add("must be a finite number", bad_type)
+        low = pc.utf8_lower(s)
+        is_true = _mask(pc.is_in(low, value_set=pa.array(sorted(TRUE_WORDS))))
+        is_false = _mask(pc.is_in(low, value_set=pa.array(sorted(FALSE_WORDS))))
+        add("must be a boolean (True/False)", present & ~is_true & ~is_false)
+        f.typed[col.name] = pc.if_else(as_null, pa.scalar(None, pa.bool_()), pa.array(is_true))
+    elif col.type == "int":
+        ok = _mask(pc.match_substring_regex(s, INT_PATTERN))
+        too_long = _mask(pc.match_substring_regex(s, INT_TOO_LONG))
+        add("must be an integer", present & ~ok & ~too_long)
+        add("must be an integer of at most 18 digits", too_long)
+        digits = pc.replace_substring_regex(s, r"^\+", "")  # arrow parses "5", not "+5"
+        typed = pc.cast(pc.if_else(pa.array(ok), digits, pa.scalar(None, pa.string())), pa.int64())
         if col.non_negative:
-            add("must be >= 0", present & num.notna() & (num < 0))
+            add("must be >= 0", _mask(pc.fill_null(pc.less(typed, 0), False)))
+        f.typed[col.name] = typed
+    elif col.type == "float":
+        ok = _mask(pc.match_substring_regex(s, FLOAT_PATTERN))
+        typed = pc.cast(pc.if_else(pa.array(ok), s, pa.scalar(None, pa.string())), pa.float64())
+        finite = _mask(pc.fill_null(pc.is_finite(typed), False))
+        add("must be a finite number", present & ~(ok & finite))
+        if col.non_negative:
+            add("must be >= 0", finite & _mask(pc.fill_null(pc.less(typed, 0.0), False)))
+        f.typed[col.name] = pc.if_else(pa.array(finite), typed, pa.scalar(None, pa.float64()))
     elif col.type == "date":
-        parsed = pd.to_datetime(s.where(present), format="%Y-%m-%d", errors="coerce")
-        add("must be a date YYYY-MM-DD", present & parsed.isna())
+        typed, ok = _valid_dates(s)
+        add("must be a date YYYY-MM-DD", present & ~ok)
+        f.typed[col.name] = typed
+    else:  # text
+        f.typed[col.name] = pc.if_else(as_null, pa.scalar(None, pa.string()), s) if col.nullable else s
     return out
 
 
-def validate_month(frames: dict[str, pd.DataFrame], report: ValidationReport, known_user_ids: set[str]) -> None:
-    """Check columns, types, domains, uniqueness and referential integrity in place."""
-    for table in SOURCE_TABLES:
-        df = frames.get(table.name)
-        if df is None:
-            continue
-        expected = table.column_names
-        missing = [c for c in expected if c not in df.columns]
-        extra = [c for c in df.columns if c not in expected]
-        if missing:
-            report.violations.append(
-                Violation(table.file_name, ", ".join(missing), f"missing column(s); expected {expected}")
-            )
-        if extra:
-            report.violations.append(Violation(table.file_name, ", ".join(extra), "unexpected column(s)"))
-        if missing or extra:
-            continue
-        if df.empty:
-            report.violations.append(Violation(table.file_name, None, "file has no rows"))
-            continue
-        for col in table.columns:
-            report.violations.extend(_check_column(table, col, df))
-        ids = df["user_id"].str.strip()
-        dup = ids.duplicated(keep=False) & (ids != "")
-        if dup.any():
-            rows, n = _examples(df, dup, "user_id")
-            report.violations.append(Violation(table.file_name, "user_id", "user_id must be unique", rows, n))
+def _duplicates(ids: pa.Array) -> np.ndarray:
+    counts = pc.value_counts(ids)
+    dup_values = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(dup_values) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    return _mask(pc.and_(pc.is_in(ids, value_set=dup_values), pc.not_equal(ids, "")))
 
-    users = frames.get(USERS.name)
-    if users is not None and "user_id" in users.columns:
-        known = known_user_ids | set(users["user_id"].str.strip())
-        for table in SOURCE_TABLES:
-            df = frames.get(table.name)
-            if table is USERS or df is None or "user_id" not in df.columns:
-                continue
-            unknown = ~df["user_id"].str.strip().isin(known) & (df["user_id"].str.strip() != "")
-            if unknown.any():
-                rows, n = _examples(df, unknown, "user_id")
-                report.violations.append(Violation(table.file_name, "user_id", "user_id not found in users", rows, n))
+
+def _validate_file(f: ParsedFile, report: ValidationReport) -> bool:
+    """File-level rules; True when its user_ids can take part in the cross-file checks."""
+    table: SourceTable = f.table
+    expected = table.column_names
+    missing = [c for c in expected if c not in f.header]
+    extra = [c for c in f.header if c not in expected]
+    if missing:
+        report.violations.append(Violation(f.file_name, ", ".join(missing), f"missing column(s); expected {expected}"))
+    if extra:
+        report.violations.append(Violation(f.file_name, ", ".join(extra), "unexpected column(s)"))
+    if missing or extra:
+        return False
+    if f.n_rows == 0:
+        report.violations.append(Violation(f.file_name, None, "file has no rows"))
+        return False
+    blank = np.ones(f.n_rows, dtype=bool)
+    for name in expected:
+        blank &= _mask(pc.equal(f.columns[name], ""))
+    if blank.any():
+        idx = np.flatnonzero(blank)
+        report.violations.append(
+            Violation(
+                f.file_name,
+                None,
+                "blank line (or a row of empty fields)",
+                tuple(f"line {f.line_of(int(i))}" for i in idx[:MAX_EXAMPLES]),
+                int(idx.size),
+            )
+        )
+    for col in table.columns:
+        report.violations.extend(_check_column(f, col))
+    dup = _duplicates(f.columns["user_id"])
+    if dup.any():
+        rows, n = _examples(f, dup, "user_id")
+        report.violations.append(Violation(f.file_name, "user_id", "user_id must be unique", rows, n))
+    return not blank.any()
+
+
+def _lookup(known: KnownUsers, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    if callable(known):
+        return set(known(ids))
+    return {u for u in ids if u in known}
+
+
+def _id_examples(ids: Iterable[str]) -> tuple[str, ...]:
+    return tuple(f"user_id={u}" for u in sorted(ids)[:MAX_EXAMPLES])
+
+
+def _check_population(files: MonthFiles, usable: set[str], report: ValidationReport, known: KnownUsers) -> None:
+    """Referential integrity and completeness, set-based (hash joins over the parsed ids)."""
+    users = files.get(USERS.name)
+    if users is None or USERS.name not in usable:
+        return
+    user_ids = pc.filter(users.columns["user_id"], pc.not_equal(users.columns["user_id"], ""))
+    others = [files[t.name] for t in SOURCE_TABLES if t is not USERS and t.name in usable]
+    # ids named by the other files but absent from users.csv: known in the database, or not at all
+    outside: dict[str, np.ndarray] = {}
+    extra_ids: set[str] = set()
+    for f in others:
+        ids = f.columns["user_id"]
+        not_in_users = _mask(pc.invert(pc.is_in(ids, value_set=user_ids))) & _mask(pc.not_equal(ids, ""))
+        outside[f.table.name] = not_in_users
+        if not_in_users.any():
+            extra_ids.update(pc.filter(ids, pa.array(not_in_users)).to_pylist())
+    known_extra = _lookup(known, sorted(extra_ids))
+    for f in others:
+        mask = outside[f.table.name]
+        if not mask.any():
+            continue
+        unknown = mask & ~_mask(pc.is_in(f.columns["user_id"], value_set=pa.array(sorted(known_extra), pa.string())))
+        if unknown.any():
+            rows, n = _examples(f, unknown, "user_id")
+            report.violations.append(Violation(f.file_name, "user_id", "user_id not found in users", rows, n))
+    # completeness: the month's population is users.csv plus the known extra ids; every file has all of it
+    population_extra = pa.array(sorted(known_extra), pa.string())
+    for f in others:
+        ids = f.columns["user_id"]
+        missing_users = _mask(pc.invert(pc.is_in(user_ids, value_set=ids)))
+        if missing_users.any():
+            missing = pc.filter(user_ids, pa.array(missing_users)).to_pylist()
+            rows_of = pc.index_in(pa.array(missing[:MAX_EXAMPLES], pa.string()), value_set=users.columns["user_id"])
+            report.violations.append(
+                Violation(
+                    f.file_name,
+                    "user_id",
+                    f"users of users.csv missing from this file (partial users: every user needs a row in each of "
+                    f"the six files; {len(missing)} missing)",
+                    tuple(
+                        f"user_id={u} (users.csv line {users.line_of(int(r))})"
+                        for u, r in zip(missing, rows_of.to_pylist(), strict=False)
+                    ),
+                    len(missing),
+                )
+            )
+        if len(population_extra):
+            absent = pc.filter(population_extra, pc.invert(pc.is_in(population_extra, value_set=ids))).to_pylist()
+            if absent:
+                report.violations.append(
+                    Violation(
+                        f.file_name,
+                        "user_id",
+                        "users present in the month's other files missing from this file (partial users)",
+                        _id_examples(absent),
+                        len(absent),
+                    )
+                )
+
+
+def validate_month(files: MonthFiles, report: ValidationReport, known_user_ids: KnownUsers) -> None:
+    """Check columns, types, domains, uniqueness, completeness and referential integrity in place;
+    fill ``ParsedFile.typed`` with the arrays to load."""
+    usable: set[str] = set()
+    for table in SOURCE_TABLES:
+        f = files.get(table.name)
+        if f is not None and _validate_file(f, report):
+            usable.add(table.name)
+    if len(files) == len(SOURCE_TABLES):
+        _check_population(files, usable, report, known_user_ids)
+
+
+def limits_from(settings: object) -> ReadLimits:
+    """The read limits of a ``Settings`` object."""
+    return ReadLimits(
+        max_file_bytes=int(getattr(settings, "ingest_max_file_bytes")),  # noqa: B009
+        max_header_bytes=int(getattr(settings, "ingest_max_header_bytes")),  # noqa: B009
+        max_columns=int(getattr(settings, "ingest_max_columns")),  # noqa: B009
+    )

@@ -1,0 +1,194 @@
+"""Scale benchmark of the monthly data path (one machine, generated users).
+
+    .venv/bin/python benchmarks/scale_bench.py --users 1000000 --stages ingest,materialize [--repeat 3]
+
+Each repeat starts from a fresh STREAMFLOW_HOME (its own embedded PostgreSQL, held by this
+process) and runs the sequence of every selected stage over two generated months:
+ingest month 0 → materialize → ingest month 1 → materialize. Every step runs in a child
+process (the library function, as the CLI runs it) whose wall time, peak RSS and rows/s are
+recorded; the table shows the median over the repeats and the load average around each step.
+
+Stages are a registry (``STAGES``): adding one (train, serve, monitor) is a function taking
+the context and a month index, returning the rows it processed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MONTHS = (("month_000", "2024-01-31"), ("month_001", "2024-02-29"))
+
+
+@dataclass
+class Context:
+    home: Path
+    seeds: Path
+    users: int
+
+
+@dataclass
+class StepResult:
+    stage: str
+    month: str
+    seconds: float
+    peak_rss_mb: float
+    rows: int
+    load_before: float
+    load_after: float
+    detail: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+# ---- child side: one step, in its own process -------------------------------------------------
+def _child_ingest(home: str, month_dir: str, as_of: str) -> dict[str, object]:
+    from streamflow.ingest.loader import ingest_month
+    from streamflow.settings import Settings
+
+    r = ingest_month(Path(month_dir), as_of, Settings(home=Path(home)))  # type: ignore[call-arg]
+    return {
+        "rows": sum(r.rows.values()),
+        "validate_seconds": round(r.seconds_validate, 2),
+        "load_seconds": round(r.seconds_load, 2),
+    }
+
+
+def _child_materialize(home: str, _month_dir: str, _as_of: str) -> dict[str, object]:
+    from streamflow.features.store import materialize_online
+    from streamflow.settings import Settings
+
+    r = materialize_online(Settings(home=Path(home)))  # type: ignore[call-arg]
+    return {"rows": r.rows, "writer": r.writer, "as_of": str(r.as_of)}
+
+
+CHILD: dict[str, Callable[[str, str, str], dict[str, object]]] = {
+    "ingest": _child_ingest,
+    "materialize": _child_materialize,
+}
+
+
+def child_main(stage: str, home: str, month_dir: str, as_of: str) -> None:
+    import resource
+
+    from streamflow.logging_setup import setup_logging
+
+    setup_logging("WARNING")
+    # imports are process start-up, not the stage: load what the stage uses before timing it
+    import streamflow.features.store
+    import streamflow.ingest.loader  # noqa: F401
+
+    t0 = time.perf_counter()
+    out = CHILD[stage](home, month_dir, as_of)
+    out["seconds"] = time.perf_counter() - t0
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("BENCH_RESULT " + json.dumps(out), flush=True)
+
+
+# ---- parent side -----------------------------------------------------------------------------
+def run_step(ctx: Context, stage: str, month: str, as_of: str) -> StepResult:
+    load_before = os.getloadavg()[0]
+    env = dict(os.environ, STREAMFLOW_HOME=str(ctx.home))
+    cmd = [sys.executable, __file__, "--child", stage, str(ctx.home), str(ctx.seeds / month), as_of]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read() if proc.stdout else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{stage} {month} failed (exit {proc.returncode})")
+    line = next(ln for ln in out.splitlines() if ln.startswith("BENCH_RESULT "))
+    data = json.loads(line.removeprefix("BENCH_RESULT "))
+    return StepResult(
+        stage=stage,
+        month=month,
+        seconds=float(data.pop("seconds")),
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        rows=int(data.pop("rows")),
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+        detail=data,
+    )
+
+
+def one_repeat(seeds: Path, users: int, stages: list[str], keep: Path | None) -> list[StepResult]:
+    from streamflow.db.engine import libpq_url, release_embedded
+    from streamflow.settings import Settings
+
+    with tempfile.TemporaryDirectory(dir=keep) as tmp:
+        settings = Settings(home=Path(tmp) / "home")  # type: ignore[call-arg]
+        libpq_url(settings)  # start the embedded PostgreSQL; the children attach to it
+        ctx = Context(home=settings.home, seeds=seeds, users=users)
+        results = []
+        try:
+            for month, as_of in MONTHS:
+                for stage in stages:
+                    r = run_step(ctx, stage, month, as_of)
+                    print(
+                        f"  {stage:<12} {month} {r.seconds:7.1f}s  {r.rows_per_second:12,.0f} rows/s  "
+                        f"peak RSS {r.peak_rss_mb:6.0f} MB  load {r.load_before:.2f}→{r.load_after:.2f}  {r.detail}",
+                        flush=True,
+                    )
+                    results.append(r)
+        finally:
+            release_embedded(settings)
+        return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--stages", default="ingest,materialize", help=f"comma-separated, of {sorted(CHILD)}")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--seeds", type=Path, help="reuse generated months (month_000, month_001) from here")
+    ap.add_argument("--workdir", type=Path, help="where temporary homes and seeds go (default: system temp)")
+    ap.add_argument("--json", type=Path, help="also write every step's result here")
+    ap.add_argument("--child", nargs=4, metavar=("STAGE", "HOME", "MONTH_DIR", "AS_OF"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(*args.child)
+        return
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in CHILD]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; known: {sorted(CHILD)}")
+
+    from streamflow.logging_setup import setup_logging
+    from streamflow.seeds.generator import generate_months
+
+    setup_logging("WARNING")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        seeds = args.seeds
+        if seeds is None:
+            seeds = Path(tmp) / "seeds"
+            t0 = time.perf_counter()
+            generate_months(seeds, months=2, users=args.users, seed=7)
+            print(f"generated 2 months × {args.users:,} users in {time.perf_counter() - t0:.1f}s", flush=True)
+        runs: list[list[StepResult]] = []
+        for i in range(args.repeat):
+            print(f"repeat {i + 1}/{args.repeat}", flush=True)
+            runs.append(one_repeat(seeds, args.users, stages, args.workdir))
+    print(f"\nusers={args.users:,} cpus={os.cpu_count()} repeats={args.repeat} (median)")
+    print("| step | time | rows/s | peak RSS (child) | load avg before→after |")
+    print("|---|---|---|---|---|")
+    for j, step in enumerate(runs[0]):
+        same = [r[j] for r in runs]
+        secs = statistics.median(r.seconds for r in same)
+        rss = statistics.median(r.peak_rss_mb for r in same)
+        loads = ", ".join(f"{r.load_before:.1f}→{r.load_after:.1f}" for r in same)
+        print(f"| {step.stage} {step.month} | {secs:.1f} s | {step.rows / secs:,.0f} | {rss:,.0f} MB | {loads} |")
+    if args.json:
+        args.json.write_text(json.dumps([[r.__dict__ for r in run] for run in runs], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

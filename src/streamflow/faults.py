@@ -1,0 +1,35 @@
+"""Named fault points: a test-only hook that makes a process stop at a known place so a
+fault test can kill it there deterministically (``kill -9`` during COPY, between the ingest
+commit and the materialization, in the middle of a materialization).
+
+With ``STREAMFLOW_FAULT_PAUSE_AT=<name>`` the process prints ``FAULT_PAUSE <name> pid=<pid>``
+on stderr when it reaches that point and sleeps ``STREAMFLOW_FAULT_PAUSE_SECONDS``, then goes
+on. Unset (the default) it is a no-op. A leaf module (settings only)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FAULT_POINTS = (
+    "during_copy",  # ingest: inside the transaction, after the first file was copied
+    "before_commit",  # ingest: everything written, not committed yet
+    "after_commit",  # ingest committed, the online store not materialized yet
+    "during_materialize",  # materialization: new online tables half filled, not swapped in
+    "before_swap",  # materialization: new online tables complete, not swapped in
+)
+
+
+def fault_point(name: str, settings: Settings) -> None:
+    """Pause here if the settings ask for it (tests only)."""
+    if settings.fault_pause_at != name:
+        return
+    print(f"FAULT_PAUSE {name} pid={os.getpid()}", file=sys.stderr, flush=True)
+    log.warning("event=fault_pause point=%s seconds=%s", name, settings.fault_pause_seconds)
+    time.sleep(settings.fault_pause_seconds)
