@@ -128,6 +128,18 @@ def ingest(
             else ", online store not materialized (stale until `streamflow materialize`)"
         )
     )
+    if result.performance is not None:
+        perf = result.performance
+        auc = perf.month.metrics.get("auc")
+        out.print(
+            f"realized performance of v{perf.model_version} ({perf.version_reason}) on {perf.as_of}: "
+            f"AUC {auc:.4f} over {perf.month.metrics.get('n', 0):,.0f} users"
+            if auc is not None
+            else f"realized performance of v{perf.model_version} on {perf.as_of} recorded",
+            highlight=False,
+        )
+    elif result.performance_note:
+        out.print(f"realized performance not measured: {result.performance_note}", highlight=False)
 
 
 @command(app)

@@ -18,7 +18,7 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from streamflow.cli import app
 from streamflow.dates import as_of_timestamp, month_as_of
 from streamflow.db.engine import get_engine, release_embedded
 from streamflow.features.dataset import MissingLabelsError, build_point_in_time_dataset
-from streamflow.ingest.loader import ingest_month
 from streamflow.monitoring.cbpe import CBPECalibration
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
 from streamflow.monitoring.performance import (
@@ -48,6 +47,7 @@ from streamflow.monitoring.production_model import (
     load_production_model,
     onnx_probabilities,
 )
+from streamflow.monthly import ingest_and_publish
 from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
@@ -55,7 +55,6 @@ from streamflow.settings import Settings
 from streamflow.training.registry import alias_history, configure_mlflow, list_versions, production_version
 from streamflow.training.train import split_dataset, train_model
 from tests.helpers.stack import Stack, environment_of, make_settings
-from tests.unit.test_cbpe import _unchanged_churn_model
 
 pytestmark = pytest.mark.integration
 
@@ -241,12 +240,12 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
         3,
         USERS,
         SEED,
-        drift=_unchanged_churn_model(parse_drift_option(COVARIATE_SHIFT), USERS, SEED),
+        drift=replace(parse_drift_option(COVARIATE_SHIFT), keep_churn_model=True),
     )
     concept = generate_months(root / "concept", 2, USERS, SEED, drift=parse_drift_option(CONCEPT_DRIFT))
     try:
         for month, as_of in ((covariate[0], JAN), (covariate[1], FEB), (covariate[2], MAR), (concept[1], APR)):
-            ingest_month(month, as_of, settings, materialize=as_of == APR)
+            ingest_and_publish(month, as_of, settings, materialize=as_of == APR)
         with get_engine(settings).begin() as conn:
             conn.execute(
                 sa.text("DELETE FROM labels_snapshots WHERE as_of = :ts"), {"ts": as_of_timestamp(date(2024, 3, 31))}

@@ -15,12 +15,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -45,9 +43,8 @@ from streamflow.monitoring.cbpe import (
     estimate_roc_auc,
 )
 from streamflow.schema import FEATURES, LABEL
-from streamflow.seeds import calibration as seed_calibration
 from streamflow.seeds import generator
-from streamflow.seeds.drift import DriftSpec, parse_drift_option
+from streamflow.seeds.drift import parse_drift_option
 from streamflow.settings import Settings
 from streamflow.training.pipeline import build_pipeline
 from streamflow.training.train import split_dataset
@@ -372,30 +369,11 @@ SEED = 7
 N_ESTIMATORS = 50
 # Usage columns are drawn independently of the churn drivers the model does not see
 # (contract, senior, dependents), so shifting them is a pure covariate shift once the
-# churn model itself stays as it was (see _unchanged_churn_model).
+# churn model itself stays as it was (the generator's keep_churn_model).
 COVARIATE_SHIFT = "watch_hours_30d*0.6@1"
 # contract_type drives churn but is not one of the 14 model features: moving 80 % of the users
 # to month-to-month changes the labels of that segment while the model's inputs stay identical.
 CONCEPT_DRIFT = "contract_type=Month-to-month:0.8@1"
-
-
-def _unchanged_churn_model(drift: DriftSpec, users: int, seed: int, month: int = 1) -> DriftSpec:
-    """``drift`` with the churn rate that keeps the generator's churn model of ``month`` unchanged.
-
-    By default the generator re-solves the intercept of a drifted month so that it still churns
-    at 26.5 %: P(churn | features) then moves (for watch_hours*0.6 by -0.70 logits), which is
-    concept drift, not the covariate shift CBPE is meant to survive. The rate that the undrifted
-    month's intercept gives on the drifted features makes the generator solve back to that same
-    intercept (checked below). Uses the generator's internals: it has no public switch for this.
-    """
-    pop = generator._draw_population(seed, users, date(2024, 1, 31))
-    features = generator._month_features(pop, seed, month)
-    months_active = pop.months_active0 + month
-    intercept = generator._solve_intercept(generator._logit(features, pop, months_active), seed_calibration.CHURN_RATE)
-    z = generator._logit(generator._apply_drift(features, pop, drift, seed), pop, months_active)
-    rate = float(np.mean(_expit(z + intercept)))
-    assert generator._solve_intercept(z, rate) == pytest.approx(intercept, abs=1e-8)
-    return dataclasses.replace(drift, churn_rate=rate)
 
 
 @dataclass(frozen=True)
@@ -422,7 +400,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     root = tmp_path_factory.mktemp("cbpe_months")
     variants = {
         "none": None,
-        "covariate": _unchanged_churn_model(parse_drift_option(COVARIATE_SHIFT), USERS, SEED),
+        "covariate": replace(parse_drift_option(COVARIATE_SHIFT), keep_churn_model=True),
         "concept": parse_drift_option(CONCEPT_DRIFT),
     }
     frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}

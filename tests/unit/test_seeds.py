@@ -275,6 +275,26 @@ def test_concept_drift_changes_labels_only(dirs: list[Path], tmp_path: Path) -> 
     assert abs(new_rate - old_rate) < 0.1
 
 
+def test_keep_churn_model_is_a_pure_covariate_shift() -> None:
+    """keep_churn_model: a drifted month's labels come from the undrifted month's churn model —
+    the same intercept — so only the features moved (the churn rate follows them)."""
+    from streamflow.seeds import generator as g
+    from streamflow.seeds.calibration import CHURN_RATE
+
+    spec = parse_drift_option("watch_hours_30d*0.6,keep_churn_model@1")
+    pop = g._draw_population(SEED, USERS, date(2024, 1, 31))
+    base = g._month_features(pop, SEED, 1)
+    active = pop.months_active0 + 1
+    intercept = g._solve_intercept(g._logit(base, pop, active), CHURN_RATE)
+    z = g._logit(g._apply_drift(base, pop, spec, SEED), pop, active) + intercept
+    expected = g._rng(SEED, "churn_label", 1).random(USERS) < 1.0 / (1.0 + np.exp(-z))
+    kept = next(m for m in iter_months(2, USERS, SEED, drift=spec) if m.index == 1)
+    assert kept.tables["labels"]["churn_label"].to_numpy().tolist() == expected.tolist()
+    resolved = next(m for m in iter_months(2, USERS, SEED, drift=DriftSpec(spec.columns)) if m.index == 1)
+    assert resolved.tables["labels"]["churn_label"].to_numpy().mean() == pytest.approx(CHURN_RATE, abs=0.02)
+    assert expected.mean() > CHURN_RATE + 0.02  # less watching → more churn under the same model
+
+
 def test_fee_drift_feeds_total_paid(dirs: list[Path], tmp_path: Path) -> None:
     drifted = _generate(tmp_path, "fee", DriftSpec({"monthly_fee": NumericDrift(scale=1.2)}, from_month=1))
     base, new = merged(dirs[1]), merged(drifted[1])
@@ -319,6 +339,7 @@ def test_parse_categorical_and_churn_rate() -> None:
         "skips_7d+0@0",
         "concept=contract_type:Month-to-month@1",
         "watch_hours_30d*0.9,concept=net_service:Fiber optic:0.75@2-3",
+        "watch_hours_30d*0.6,keep_churn_model@1",
     ],
 )
 def test_to_option_round_trips(text: str) -> None:
@@ -358,6 +379,8 @@ def test_to_option_round_trips(text: str) -> None:
         ("concept=contract_type:Two year:0", "strength must be in (0, 1]"),
         ("concept=contract_type:Two year:1.5", "strength must be in (0, 1]"),
         ("concept=net_service:DSL,concept=net_service:No", "concept given twice"),
+        ("skips_7d+1,keep_churn_model,churn_rate=0.3", "exclude each other"),
+        ("skips_7d+1,keep_churn_model,keep_churn_model", "keep_churn_model given twice"),
     ],
 )
 def test_parse_rejects_bad_text(text: str, match: str) -> None:

@@ -11,6 +11,8 @@ Compact syntax (``parse_drift_option``)::
           | COLUMN=CAT:SHARE[/CAT:SHARE...]        net_service=Fiber optic:0.7/DSL:0.2
           | churn_rate=RATE         target churn rate of the drifted months
           | concept=COLUMN:CAT[:STRENGTH]           concept=contract_type:Month-to-month
+          | keep_churn_model        pure covariate shift: P(churn | features) stays that of
+                                    the undrifted month (the churn rate follows the features)
 
 ``@FROM`` starts the drift at month FROM (default 1) and keeps it for every later month;
 ``@FROM-TO`` limits it to months FROM..TO inclusive. Example:
@@ -71,6 +73,7 @@ class NumericDrift:
 
 ColumnDrift = NumericDrift | Mapping[str, float]
 CONCEPT_KEY = "concept"
+KEEP_CHURN_MODEL_KEY = "keep_churn_model"
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class DriftSpec:
     to_month: int | None = None
     churn_rate: float | None = None
     concept: ConceptDrift | None = None
+    # True: drifted months keep the undrifted month's churn model (its intercept), so the churn
+    # rate follows the shifted features — a pure covariate shift. False (default): the intercept
+    # is re-solved so the month still churns at the baseline rate (a small change of P(y | x)).
+    keep_churn_model: bool = False
 
     def __post_init__(self) -> None:
         checked: dict[str, ColumnDrift] = {}
@@ -134,6 +141,8 @@ class DriftSpec:
             raise DriftSpecError(f"from_month must be >= 0, got {self.from_month}")
         if self.to_month is not None and self.to_month < self.from_month:
             raise DriftSpecError(f"to_month ({self.to_month}) is before from_month ({self.from_month})")
+        if self.keep_churn_model and self.churn_rate is not None:
+            raise DriftSpecError(f"{KEEP_CHURN_MODEL_KEY} and {CHURN_RATE_KEY} exclude each other")
         if self.churn_rate is not None and not 0.0 < self.churn_rate < 1.0:
             raise DriftSpecError(f"churn_rate must be in (0, 1), got {self.churn_rate}")
         object.__setattr__(self, "columns", MappingProxyType(checked))
@@ -159,6 +168,8 @@ class DriftSpec:
             items.append(f"{CHURN_RATE_KEY}={self.churn_rate:g}")
         if self.concept is not None:
             items.append(self.concept.to_option())
+        if self.keep_churn_model:
+            items.append(KEEP_CHURN_MODEL_KEY)
         months = f"{self.from_month}" if self.to_month is None else f"{self.from_month}-{self.to_month}"
         return ",".join(items) + "@" + months
 
@@ -206,10 +217,16 @@ def parse_drift_option(text: str) -> DriftSpec:
     columns: dict[str, ColumnDrift] = {}
     churn_rate: float | None = None
     concept: ConceptDrift | None = None
+    keep_churn_model = False
     for raw in body.split(","):
         item = raw.strip()
         if not item:
             raise DriftSpecError(f"empty item in drift option {text!r}")
+        if item == KEEP_CHURN_MODEL_KEY:
+            if keep_churn_model:
+                raise DriftSpecError(f"{KEEP_CHURN_MODEL_KEY} given twice in {text!r}")
+            keep_churn_model = True
+            continue
         name, eq, value = item.partition("=")
         name = name.strip()
         if eq:
@@ -242,7 +259,14 @@ def parse_drift_option(text: str) -> DriftSpec:
         if name in columns:
             raise DriftSpecError(f"column {name!r} given twice in drift option {text!r}")
         columns[name] = drift
-    return DriftSpec(columns=columns, from_month=from_month, to_month=to_month, churn_rate=churn_rate, concept=concept)
+    return DriftSpec(
+        columns=columns,
+        from_month=from_month,
+        to_month=to_month,
+        churn_rate=churn_rate,
+        concept=concept,
+        keep_churn_model=keep_churn_model,
+    )
 
 
 def _parse_concept(value: str, item: str) -> ConceptDrift:

@@ -421,15 +421,19 @@ def _month(pop: _Population, seed: int, month: int, as_of: date, drift: DriftSpe
             fee_paid = pop.fee * (month - drifted_before) + drifted_fee * drifted_before
     rate = cal.CHURN_RATE
     active = drift is not None and drift.applies(month)
+    # The churn model's intercept: solved so the month's expected churn rate is `rate`, or —
+    # keep_churn_model — the undrifted month's, so P(churn | features) does not move at all.
+    intercept: float | None = None
     if drift is not None and active:
+        if drift.keep_churn_model:
+            intercept = _solve_intercept(_logit(feats, pop, months_active), rate)
         feats = _apply_drift(feats, pop, drift, seed)
         rate = drift.churn_rate if drift.churn_rate is not None else rate
-    # Labels: the churn model on this month's (possibly drifted) features, its intercept
-    # solved so that the month's expected churn rate is `rate`.
+    # Labels: the churn model on this month's (possibly drifted) features.
     z = _logit(feats, pop, months_active)
     if drift is not None and active and drift.concept is not None:
         z = _change_concept(z, feats, drift.concept)
-    z += _solve_intercept(z, rate)
+    z += intercept if intercept is not None else _solve_intercept(z, rate)
     churn = _rng(seed, "churn_label", month).random(n) < 1.0 / (1.0 + np.exp(-z))
     total_paid = np.round(pop.total_paid0 + fee_paid, 2)
 
