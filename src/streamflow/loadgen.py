@@ -9,6 +9,7 @@ import ipaddress
 import json
 import math
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ class LoadSummary:
     target_rps: float | None
     stopped_by: str
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    # 2xx answers per model version that served them (a hot swap under load shows as two entries)
+    model_versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def error_count(self) -> int:
@@ -74,6 +77,8 @@ class LoadSummary:
         t.add_row("latency p50 / p95 / p99", f"{self.p50_ms:.2f} / {self.p95_ms:.2f} / {self.p99_ms:.2f} ms")
         t.add_row("latency max", f"{self.max_ms:.2f} ms")
         t.add_row("concurrency", str(self.concurrency))
+        if self.model_versions:
+            t.add_row("served by", ", ".join(f"v{v}: {n:,}" for v, n in sorted(self.model_versions.items())))
         return t
 
 
@@ -138,11 +143,13 @@ async def _drive(
     user_ids: Sequence[str],
     seed: int,
     on_done: Callable[[], None],
-) -> tuple[list[float], Counter[str], int, float, str]:
+    stop: threading.Event | None,
+) -> tuple[list[float], Counter[str], int, float, str, Counter[str]]:
     rng = random.Random(seed)
     bodies = [json.dumps({"user_id": u}).encode() for u in user_ids]
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
     issued = 0
     ok = 0
     stopped_by = "count"
@@ -155,6 +162,9 @@ async def _drive(
             nonlocal issued, ok, stopped_by
             while True:
                 if issued >= requests:
+                    return
+                if stop is not None and stop.is_set():
+                    stopped_by = "stop"
                     return
                 now = time.perf_counter() - start
                 if now >= deadline_s:
@@ -176,6 +186,9 @@ async def _drive(
                     key = str(resp.status_code)
                     if 200 <= resp.status_code < 300:
                         ok += 1
+                        version = _served_version(resp.content)
+                        if version is not None:
+                            versions[version] += 1
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
                 latencies.append((time.perf_counter() - t0) * 1000.0)
@@ -183,7 +196,15 @@ async def _drive(
                 on_done()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, outcomes, ok, time.perf_counter() - start, stopped_by
+    return latencies, outcomes, ok, time.perf_counter() - start, stopped_by, versions
+
+
+def _served_version(body: bytes) -> str | None:
+    try:
+        version = json.loads(body).get("model_version")
+    except (ValueError, AttributeError):
+        return None
+    return str(version) if version is not None else None
 
 
 def run_load(
@@ -198,10 +219,12 @@ def run_load(
     show_progress: bool = True,
     console: Console | None = None,
     seed: int = 0,
+    stop: threading.Event | None = None,
 ) -> LoadSummary:
     """Send up to ``requests`` POST /predict (random real user ids) with ``concurrency``
-    connections, at most ``rps`` per second, for at most ``duration`` seconds. Shows a
-    progress bar (``show_progress``); print ``summary.table()`` for the closing summary."""
+    connections, at most ``rps`` per second, for at most ``duration`` seconds, or until ``stop``
+    is set (e.g. by another thread). Shows a progress bar (``show_progress``); print
+    ``summary.table()`` for the closing summary."""
     if not 1 <= requests <= MAX_REQUESTS:
         raise LoadTargetError(f"requests must be within 1..{MAX_REQUESTS}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -243,8 +266,8 @@ def run_load(
                 elapsed = time.perf_counter() - t_start
                 progress.update(task, completed=n, rate=n / elapsed if elapsed > 0 else 0.0)
 
-        latencies, outcomes, ok, seconds, stopped_by = asyncio.run(
-            _drive(target, requests, concurrency, rps, deadline, user_ids, seed, on_done)
+        latencies, outcomes, ok, seconds, stopped_by, versions = asyncio.run(
+            _drive(target, requests, concurrency, rps, deadline, user_ids, seed, on_done, stop)
         )
         progress.update(task, completed=len(latencies))
     lat = sorted(latencies)
@@ -265,5 +288,6 @@ def run_load(
         target_rps=rps,
         stopped_by=stopped_by,
         latencies_ms=latencies,
+        model_versions=dict(versions),
     )
     return summary

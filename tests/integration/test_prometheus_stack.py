@@ -203,10 +203,11 @@ def require_binaries() -> None:
 
 
 def push_drift(gateway: str) -> None:
-    """Push a drifted comparison with the project's real pusher (docs/CONTRACTS.md)."""
+    """Push a drifted comparison, with the model-quality and prediction-drift gauges, with the
+    project's real pusher (docs/CONTRACTS.md)."""
     from streamflow.monitoring.decision import Decision
-    from streamflow.monitoring.drift import DriftResult, FeatureDrift, TargetDrift
-    from streamflow.monitoring.metrics_push import push_drift_metrics
+    from streamflow.monitoring.drift import DriftResult, FeatureDrift, PredictionDrift, TargetDrift
+    from streamflow.monitoring.metrics_push import ModelQuality, push_drift_metrics
     from streamflow.schema import FEATURES
 
     drifts = tuple(
@@ -231,8 +232,25 @@ def push_drift(gateway: str) -> None:
         n_ref=7043,
         n_cur=7043,
         generated_at=datetime.now(tz=UTC),
+        prediction=PredictionDrift(
+            method="Wasserstein distance (normed)",
+            score=0.08,
+            threshold=0.1,
+            drifted=False,
+            ref_mean=0.31,
+            cur_mean=0.29,
+        ),
     )
-    push_drift_metrics(result, gateway)
+    quality = ModelQuality(
+        model_version="1",
+        as_of="2024-02-29",
+        validation_auc=0.8125,
+        realized={"auc": 0.484, "predicted_churn_rate": 0.31, "actual_churn_rate": 0.2415, "n": 7043},
+        estimated={"auc": 0.817, "f1": 0.55, "accuracy": 0.76},
+        min_auc=0.70,
+        max_auc_drop=0.05,
+    )
+    push_drift_metrics(result, gateway, quality=quality)
 
 
 @pytest.fixture(scope="module")

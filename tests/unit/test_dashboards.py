@@ -65,14 +65,21 @@ def test_json_file_queries_equal_the_python_definitions() -> None:
 
 def test_panel_views_carry_units_mappings_and_text_modes() -> None:
     panels = {p.title: p for p in dashboard_panels()}
-    assert len(panels) == 19 and [p.id for p in dashboard_panels()] == list(range(1, 20))
+    assert len(panels) == 23 and [p.id for p in dashboard_panels()] == [*range(1, 20), *range(21, 25)]
     assert panels["Targets up"].value_texts == {"0": "DOWN", "1": "UP"}
     assert panels["Drift decision"].value_texts == {"0": "NO_ACTION", "1": "RETRAINING_TRIGGERED"}
     assert panels["Model in production"].text_mode == "name"
     assert panels["Average latency"].unit == "s"
     assert panels["5xx ratio (5m)"].unit == "percentunit"
     assert [q.ref_id for q in panels["Feature lookup vs inference time"].queries] == ["A", "B", "C", "D"]
-    assert all(p.row is None for p in panels.values())
+    assert [p.id for p in panels.values() if p.row is None] == list(range(1, 20))
+    quality = [p for p in panels.values() if p.row == "Model quality"]
+    assert [p.id for p in quality] == [21, 22, 23, 24]
+    assert panels["Predicted vs actual churn rate"].unit == "percentunit"
+    exprs = " ".join(q.expr for p in quality for q in p.queries)
+    for gauge in ("streamflow_model_performance", "streamflow_model_validation_auc", "streamflow_model_min_auc",
+                  "streamflow_model_auc_drop", "streamflow_prediction_drift_score"):  # fmt: skip
+        assert gauge in exprs, gauge
 
 
 def test_panels_tile_the_grid_without_overlap() -> None:
@@ -92,24 +99,28 @@ def test_panels_tile_the_grid_without_overlap() -> None:
 
 def test_a_titled_section_adds_a_row_above_its_panels() -> None:
     """What issue-9-style additions look like: a few lines, placed below everything else."""
-    quality = Section(
-        "Model quality",
+    extra = Section(
+        "Example",
         (
             timeseries_panel(101, "Realized vs estimated AUC", Cell(0, 0, 12, 8), [Query("max(x_auc)", "auc")]),
             stat_panel(102, "Churn rate", Cell(12, 0, 12, 8), [Query("max(x_rate)", "rate")], unit="percentunit"),
         ),
         row_id=100,
     )
-    sections = (*streamflow_sections(), quality)
+    board = json.loads(dashboard_json())
+    quality = next(p for p in board["panels"] if p["type"] == "row")
+    assert quality["title"] == "Model quality" and quality["id"] == 20
+    assert quality["gridPos"] == {"x": 0, "y": 44, "w": 24, "h": 1}
+    sections = (*streamflow_sections(), extra)
     board = json.loads(dashboard_json(sections))
-    row = next(p for p in board["panels"] if p["type"] == "row")
-    assert row["title"] == "Model quality" and row["id"] == 100 and row["collapsed"] is False
-    assert row["gridPos"] == {"x": 0, "y": 44, "w": 24, "h": 1}
+    row = next(p for p in board["panels"] if p["type"] == "row" and p["id"] == 100)
+    assert row["title"] == "Example" and row["collapsed"] is False
+    assert row["gridPos"] == {"x": 0, "y": 59, "w": 24, "h": 1}  # below Model quality (1 + 8 + 6 rows)
     placed = {p["id"]: p["gridPos"] for p in board["panels"]}
-    assert placed[101] == {"x": 0, "y": 45, "w": 12, "h": 8}
-    assert placed[102] == {"x": 12, "y": 45, "w": 12, "h": 8}
+    assert placed[101] == {"x": 0, "y": 60, "w": 12, "h": 8}
+    assert placed[102] == {"x": 12, "y": 60, "w": 12, "h": 8}
     views = dashboard_panels(build_dashboard(sections))
-    assert [(p.id, p.row) for p in views[-2:]] == [(101, "Model quality"), (102, "Model quality")]
+    assert [(p.id, p.row) for p in views[-2:]] == [(101, "Example"), (102, "Example")]
     assert views[-1].unit == "percentunit"
     with pytest.raises(ValueError, match="row_id"):
         build_dashboard((Section("No id", ()),))

@@ -503,7 +503,73 @@ def streamflow_sections() -> tuple[Section, ...]:
         ),
     )
 
-    return (overview, traffic, model_outputs, serving_internals, drift)
+    model_quality = Section(
+        "Model quality",
+        (
+            timeseries_panel(
+                21,
+                "AUC: realized vs estimated vs validation",
+                Cell(0, 0, 12, 8),
+                [
+                    Query(
+                        'max by (source, as_of) (streamflow_model_performance{metric="auc"})',
+                        "{{source}} AUC on {{as_of}}",
+                    ),
+                    Query("max(streamflow_model_validation_auc)", "validation AUC (training)"),
+                    Query("max(streamflow_model_min_auc)", "min_auc (policy)"),
+                ],
+                description=(
+                    "Pushed by the monitor: realized AUC once a month's labels exist, the label-free CBPE "
+                    "estimate before; StreamflowModelPerformanceDrop fires on the policy's thresholds."
+                ),
+                min_value=0,
+                max_value=1,
+            ),
+            timeseries_panel(
+                22,
+                "Predicted vs actual churn rate",
+                Cell(12, 0, 12, 8),
+                [
+                    Query(
+                        'max by (as_of) (streamflow_model_performance{source="realized",'
+                        'metric="predicted_churn_rate"})',
+                        "predicted (mean probability) {{as_of}}",
+                    ),
+                    Query(
+                        'max by (as_of) (streamflow_model_performance{metric="actual_churn_rate",source="realized"})',
+                        "actual {{as_of}}",
+                    ),
+                ],
+                description="Calibration at a glance: the model's mean churn probability against the month's labels.",
+                unit="percentunit",
+                min_value=0,
+            ),
+            bargauge_panel(
+                23,
+                "AUC below validation",
+                Cell(0, 8, 12, 6),
+                [Query("max by (source, as_of) (streamflow_model_auc_drop)", "{{source}} {{as_of}}")],
+                description="Validation AUC minus realized/estimated AUC; the policy retrains from max_auc_drop.",
+                min_value=0,
+                decimals=3,
+            ),
+            stat_panel(
+                24,
+                "Prediction drift (current vs reference)",
+                Cell(12, 8, 12, 6),
+                [
+                    Query("max(streamflow_prediction_drift_score)", "drift score"),
+                    Query("max(streamflow_prediction_drift_detected)", "drifted (1 = yes)"),
+                ],
+                description="Evidently ValueDrift of the predicted churn probability, current month vs reference.",
+                text_mode=common.BigValueTextMode.VALUE_AND_NAME,
+                decimals=3,
+            ),
+        ),
+        row_id=20,
+    )
+
+    return (overview, traffic, model_outputs, serving_internals, drift, model_quality)
 
 
 def build_dashboard(sections: Sequence[Section] | None = None) -> model.Dashboard:
