@@ -22,7 +22,9 @@ from rich.table import Table
 
 from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
 from streamflow.errors import ExitCode, StreamflowError
+from streamflow.loadgen import MAX_REQUESTS
 from streamflow.logging_setup import setup_logging
+from streamflow.seeds.drift import DEMO_DRIFT
 from streamflow.settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -318,26 +320,37 @@ def serve(
 @command(app)
 def load(
     url: Annotated[str | None, typer.Option(help="API base URL (loopback or the configured one).")] = None,
-    requests: Annotated[int, typer.Option("--requests", min=1, max=1_000_000)] = 1000,
+    requests: Annotated[int, typer.Option("--requests", min=1, max=MAX_REQUESTS)] = 1000,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 8,
     rps: Annotated[float | None, typer.Option("--rps", min=0.1, help="Target requests per second.")] = None,
     duration: Annotated[float | None, typer.Option("--duration", min=0.1, help="Stop after S seconds.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Send bounded /predict traffic for real user_ids and summarise it (count, errors, RPS, p50/p95/p99)."""
+    """Send bounded /predict traffic for real user_ids and summarise it (count, errors, RPS, p50/p95/p99).
+    SIGTERM (or SIGINT) stops it early; the summary is still printed."""
+    import signal
+    import threading
+
     from streamflow.loadgen import run_load
 
     settings = _settings()
-    summary = run_load(
-        url or settings.resolved_api_url,
-        requests=requests,
-        concurrency=concurrency,
-        rps=rps,
-        duration=duration,
-        settings=settings,
-        show_progress=not json_out,
-        console=console,
-    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = run_load(
+            url or settings.resolved_api_url,
+            requests=requests,
+            concurrency=concurrency,
+            rps=rps,
+            duration=duration,
+            settings=settings,
+            show_progress=not json_out,
+            console=console,
+            stop=stop,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if json_out:
         out.print_json(summary.to_json())
     else:
@@ -435,12 +448,16 @@ def demo(
         Path | None, typer.Option(help="Use these seeds (month_000, month_001) instead of generating.")
     ] = None,
     users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
-    requests: Annotated[int, typer.Option(help="/predict requests to send.")] = 2000,
+    requests: Annotated[int, typer.Option(help="At least this many /predict requests are sent.")] = 2000,
     concurrency: Annotated[int, typer.Option(help="Concurrent connections of the load generator.")] = 8,
     rps: Annotated[float, typer.Option(help="Pace of the demo traffic (0 = as fast as possible).")] = 60.0,
     drift: Annotated[
-        str | None, typer.Option(help="Plant drift in the generated month_001 (see seeds generate).")
-    ] = None,
+        str,
+        typer.Option(help="Drift planted in the generated month_001 (see seeds generate); 'none' for none."),
+    ] = DEMO_DRIFT,
+    retrain: Annotated[
+        bool, typer.Option("--retrain/--no-retrain", help="Retrain and promote for real when the monitor triggers.")
+    ] = True,
 ) -> None:
     """Run the whole loop on the embedded default; leaves the API (and Prometheus) running."""
     from streamflow.demo import run_demo
@@ -454,6 +471,7 @@ def demo(
         concurrency=concurrency,
         rps=rps or None,
         drift=drift,
+        retrain=retrain,
     )
 
 

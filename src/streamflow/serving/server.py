@@ -31,9 +31,9 @@ def app_from_env() -> FastAPI:
     from streamflow.logging_setup import setup_logging
     from streamflow.serving.app import create_app
 
-    setup_logging()
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
+    setup_logging(settings.log_level)
     return create_app(settings, release_database_on_shutdown=True)
 
 
@@ -43,7 +43,7 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
 
     from streamflow.logging_setup import setup_logging
 
-    setup_logging()
+    setup_logging(settings.log_level)
     host = host or settings.api_host
     port = port or settings.api_port
     workers = max(1, int(workers))
