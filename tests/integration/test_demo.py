@@ -1,5 +1,7 @@
 """`streamflow demo` end to end (what `make demo` runs), then `streamflow down`: the whole
-loop on a fresh STREAMFLOW_HOME with the embedded default, real Prometheus when present."""
+loop on a fresh STREAMFLOW_HOME with the embedded default, real Prometheus when present — and its
+story: concept drift planted in month_001 is invisible to data drift, the model's realized AUC
+shows it, the monitor retrains and promotes, the API switches model under traffic, zero errors."""
 
 from __future__ import annotations
 
@@ -48,23 +50,30 @@ def test_demo_runs_the_whole_loop_and_down_stops_it(tmp_path: Path) -> None:
         assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
         out = demo.stdout
         assert "[Evidently] report_html=" in out
-        assert " -> NO_ACTION drift_share=" in out or " -> RETRAINING_TRIGGERED" in out
+        assert " -> RETRAINING_TRIGGERED drift_share=0.00 < 0.30" in out  # not for data drift: for the model
         assert f"http://127.0.0.1:{api_port}/docs" in out and "make down" in out
+        assert "  reason: realized AUC " in out
+        assert "→ PROMOTED" in out
+        assert "serving: v1 → v2 (switched under traffic)" in out and ", 0 errors, answered by v1: " in out
+        for noise in ("Warning:", "Traceback", "level=INFO"):  # library noise and logs stay out of the story
+            assert noise not in out + demo.stderr, noise
 
-        # What it left running works: the API answers for a real user, metrics count the traffic.
+        # What it left running works: the API answers for a real user with the promoted model.
         user = (home / "seeds" / "month_000" / "users.csv").read_text().splitlines()[1].split(",")[0]
         r = httpx.post(f"http://127.0.0.1:{api_port}/predict", json={"user_id": user}, timeout=10)
-        assert r.status_code == 200 and r.json()["model_version"] == "1"
+        assert r.status_code == 200 and r.json()["model_version"] == "2"
         metrics = httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).text
         assert 'api_requests_total{endpoint="/predict",method="POST",status="200"}' in metrics
 
         status = json.loads(run(["status", "--json"], env, timeout=120).stdout)
         assert [s["as_of"] for s in status["snapshots"]] == ["2024-01-31", "2024-02-29"]
-        assert status["models"][0]["aliases"] == ["production"]
+        assert [(m["version"], m["aliases"]) for m in status["models"]] == [("1", []), ("2", ["production"])]
 
         evidently = home / "reports" / "evidently"
         summary = json.loads((evidently / "drift_2024-01-31_vs_2024-02-29.summary.json").read_text())
-        assert summary["decision"] in {"NO_ACTION", "RETRAINING_TRIGGERED"} and len(summary["feature_scores"]) == 14
+        assert summary["decision"] == "RETRAINING_TRIGGERED" and len(summary["feature_scores"]) == 14
+        assert summary["drift_share"] == 0.0  # concept drift: no feature moved
+        assert summary["performance"]["realized"]["auc"] < 0.70
         if shutil.which("prometheus"):
             assert (home / "reports" / "monitoring_report.md").is_file()
             assert f"http://127.0.0.1:{prom_port}" in out
