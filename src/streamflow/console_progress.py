@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from streamflow.progress import ProgressCallback, ProgressEvent
@@ -43,13 +43,13 @@ def rich_progress(console: Console, *, enabled: bool = True) -> Iterator[Progres
         console=console,
         transient=False,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def on_event(event: ProgressEvent) -> None:
         if event.message and event.total is None and not event.done:
             progress.console.print(f"[dim]{event.message}[/]", highlight=False)
             return
-        task_id = tasks.get(event.task)
+        task_id: TaskID | None = tasks.get(event.task)
         if task_id is None:
             task_id = tasks[event.task] = progress.add_task(event.task, total=event.total)
         progress.update(task_id, completed=event.done, total=event.total)

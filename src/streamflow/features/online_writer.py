@@ -284,7 +284,7 @@ def _build_view(
         for name, using in indexes:
             cur.execute(
                 sql.SQL("CREATE INDEX {} ON {} ").format(sql.Identifier(name + NEW_SUFFIX), sql.Identifier(new))
-                + sql.SQL(using)  # type: ignore[arg-type]  # Feast's own index definition, read from the catalog
+                + sql.SQL(using)  # Feast's own index definition, read from the catalog
             )
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(new)))
         conn.commit()

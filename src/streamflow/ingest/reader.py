@@ -156,7 +156,8 @@ def _check_bytes(data: bytes) -> FileProblem | None:
 
 
 def _find_all(data: bytes, needle: bytes, limit: int) -> list[int]:
-    out, start = [], 0
+    out: list[int] = []
+    start = 0
     while len(out) < limit:
         i = data.find(needle, start)
         if i < 0:

@@ -316,6 +316,16 @@ def latest_drift_summary(settings: Settings) -> tuple[Path, dict[str, Any]] | No
 
 
 # --------------------------------------------------------------------------- rendering
+def _date_numbers(times: list[datetime]) -> Any:
+    """matplotlib's date numbers (its converter is untyped)."""
+    return mdates.date2num(times)  # type: ignore[no-untyped-call]
+
+
+def _time_axis() -> Any:
+    """HH:MM:SS ticks in UTC (matplotlib's formatter is untyped)."""
+    return mdates.DateFormatter("%H:%M:%S", tz=UTC)  # type: ignore[no-untyped-call]
+
+
 def _render_panel_png(result: PanelResult, path: Path) -> None:
     ptype = result.panel.type
     height = 3.4
@@ -357,14 +367,17 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
     else:
         shown = result.series[:MAX_SERIES_PLOTTED]
         for series in shown:
-            times = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
+            times = _date_numbers([datetime.fromtimestamp(t, tz=UTC) for t in series.times])
             sparse = sum(1 for v in series.values if math.isfinite(v)) < 3  # a lone sample has no line: mark it
             ax.plot(times, series.values, label=series.legend, linewidth=1.2, marker="o" if sparse else None)
         stamps = {t for s in shown for t in s.times}
         if len(stamps) == 1:  # one instant: a minute either side, not matplotlib's default of days
             (only,) = stamps
-            ax.set_xlim(datetime.fromtimestamp(only - 60, tz=UTC), datetime.fromtimestamp(only + 60, tz=UTC))
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+            ax.set_xlim(
+                float(_date_numbers([datetime.fromtimestamp(only - 60, tz=UTC)])[0]),
+                float(_date_numbers([datetime.fromtimestamp(only + 60, tz=UTC)])[0]),
+            )
+        ax.xaxis.set_major_formatter(_time_axis())
         ax.tick_params(labelsize=8)
         ax.yaxis.set_major_formatter(lambda v, _pos: format_value(v, unit))
         ax.grid(alpha=0.3)
@@ -399,7 +412,7 @@ def _render_heatmap(ax: Any, series: list[Series]) -> None:
     mesh = ax.pcolormesh(x, list(range(len(labels))), counts, shading="nearest", cmap="Oranges")
     ax.set_yticks(list(range(len(labels))), labels, fontsize=6)
     ax.set_ylabel("bucket (le)", fontsize=8)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+    ax.xaxis.set_major_formatter(_time_axis())
     ax.tick_params(axis="x", labelsize=8)
     ax.figure.colorbar(mesh, ax=ax, label="count")
 

@@ -204,7 +204,8 @@ def _draw_population(seed: int, n: int, start_as_of: date) -> _Population:
 
     def continuous_base(spec: tuple[float, float, float]) -> FloatArray:
         mean, sd, noise = spec
-        return mean + np.sqrt(sd**2 - noise**2) * rng.standard_normal(n)
+        base: FloatArray = mean + np.sqrt(sd**2 - noise**2) * rng.standard_normal(n)
+        return base
 
     return _Population(
         user_id=user_id,
@@ -356,7 +357,7 @@ def _logit(feats: Mapping[str, AnyArray], pop: _Population, months_active: IntAr
     c = cal.CHURN_COEF
     f = {k: np.asarray(v, dtype=np.float64) for k, v in feats.items() if k not in ("contract", "net", "tv", "movies")}
     contract, net = feats["contract"], feats["net"]
-    return (
+    z: FloatArray = np.asarray(
         c["Month-to-month"] * (contract == 0)
         + c["Two year"] * (contract == 2)
         + c["log1p_months_active"] * np.log1p(months_active)
@@ -371,8 +372,10 @@ def _logit(feats: Mapping[str, AnyArray], pop: _Population, months_active: IntAr
         + c["rebuffer_events_7d"] * (f["rebuffer_events_7d"] - cal.REBUFFER_POISSON)
         + c["watch_hours_30d"] * (f["watch_hours_30d"] - cal.WATCH_HOURS[0])
         + c["avg_session_mins_7d"] * (f["avg_session_mins_7d"] - cal.SESSION_MINS[0])
-        + c["ticket_avg_resolution_hrs_90d"] * (f["ticket_avg_resolution_hrs_90d"] - cal.RESOLUTION_HRS[0])
+        + c["ticket_avg_resolution_hrs_90d"] * (f["ticket_avg_resolution_hrs_90d"] - cal.RESOLUTION_HRS[0]),
+        dtype=np.float64,
     )
+    return z
 
 
 _SEGMENT_CODES = {"contract_type": "contract", "net_service": "net"}

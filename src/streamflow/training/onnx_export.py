@@ -114,4 +114,4 @@ def export_onnx(pipeline: Any, X_sample: pd.DataFrame) -> bytes:
     entry.key = LAYOUT_KEY
     entry.value = json.dumps(layout)
     onnx.checker.check_model(onx)
-    return onx.SerializeToString()
+    return bytes(onx.SerializeToString())
