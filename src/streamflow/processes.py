@@ -35,6 +35,7 @@ import httpx
 import psutil
 
 from streamflow.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.home import ensure_private_home, private_dir
 
 if TYPE_CHECKING:
     from streamflow.settings import Settings
@@ -239,7 +240,8 @@ class Supervisor:
             self.stop_process(current)
         if address is not None and not port_free(address[1], address[0]):
             raise StartError(f"cannot start {name}: {address[0]}:{address[1]} is already in use by another process")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_home(self.home)
+        private_dir(self.run_dir)
         if prepare is not None:
             prepare()
         log_path = self.log_file(name)
