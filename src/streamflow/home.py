@@ -9,8 +9,11 @@ PID files. So:
 * an existing home owned by the user but open to others (e.g. ``0755`` from a plain ``mkdir``)
   is **tightened** to ``0700`` with a warning line — it is StreamFlow's own state directory, and
   tightening is what an operator would do anyway; a home that belongs to another user, is not a
-  directory, or is writable by others / sticky (``/tmp`` itself) is **refused** (exit 2): that is
-  not a private directory and chmod-ing it would break someone else's;
+  directory, or is sticky (``/tmp`` itself) is **refused** (exit 2): that is not a private
+  directory, and chmod-ing it would break someone else's;
+* one exception: a home that is a mount point owned by someone else — a volume a container
+  platform mounted for us (Kubernetes emptyDir/PVC: root-owned, group = the pod's fsGroup) — is
+  accepted with a warning: not ours to chmod, and what we create inside is private (umask 077);
 * one exception, as root with the embedded PostgreSQL: the server runs as the system user
   ``pgserver`` (PostgreSQL refuses to run as root), which must traverse the home to reach
   ``pgdata``. The home is then ``0710`` with group ``pgserver``: that account may pass through
@@ -78,16 +81,23 @@ def ensure_private_home(home: Path) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise HomeError(f"STREAMFLOW_HOME {home} exists and is not a directory")
     uid = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
     if st.st_uid != uid:
+        if os.path.ismount(home):
+            # a volume the container platform mounted for us (Kubernetes emptyDir/PVC: root-owned, our fsGroup):
+            # not ours to chmod; what we create inside is private (umask 077)
+            log.warning(
+                "event=home_not_owned home=%s owner_uid=%d mode=%04o reason=volume_mount", home, st.st_uid, mode
+            )
+            return home
         raise HomeError(
             f"STREAMFLOW_HOME {home} belongs to uid {st.st_uid}, not to you (uid {uid}): run as that user or point "
             "STREAMFLOW_HOME at a directory of your own"
         )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & (stat.S_IWOTH | stat.S_ISVTX):
+    if mode & stat.S_ISVTX:
         raise HomeError(
-            f"STREAMFLOW_HOME {home} is a shared directory (mode {mode:04o}: writable by others or sticky): "
-            f"use a directory of its own, e.g. {home / 'streamflow'}"
+            f"STREAMFLOW_HOME {home} is a shared directory (mode {mode:04o}, sticky like /tmp): use a directory of "
+            f"its own, e.g. {home / 'streamflow'}"
         )
     allowed = allowed_mode(st)
     if mode & ~allowed or mode & PRIVATE_DIR_MODE != PRIVATE_DIR_MODE:
