@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import httpx
 import psutil
 
-from streamflow.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.fileio import PRIVATE_MODE, atomic_write_text
 from streamflow.home import ensure_private_home, private_dir
 
 if TYPE_CHECKING:
@@ -256,7 +256,7 @@ class Supervisor:
                 close_fds=True,
             )
         _CHILDREN[proc.pid] = proc
-        atomic_write_text(self.pid_file(name), f"{proc.pid}\n", mode=PUBLIC_MODE)
+        atomic_write_text(self.pid_file(name), f"{proc.pid}\n", mode=PRIVATE_MODE)
         managed = ManagedProcess(name, proc.pid, program, tuple(argv), self.pid_file(name), log_path, url)
         self._wait_ready(managed, ready, timeout)
         log.info("event=process_started name=%s pid=%d url=%s log=%s", name, proc.pid, url, log_path)
