@@ -445,3 +445,8 @@ def test_dockerfile_home_is_private_and_guard_installed() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"chmod 0700 /data\b", text)
     assert "COPY services/docker/refuse-placeholders.sh /usr/local/bin/refuse-placeholders.sh" in text
+    # Prefect's server copies its UI at start: to the image user's home, not to root's site-packages
+    user = re.search(r"useradd .*--uid \d+ (\w+)", text)[1]  # type: ignore[index]
+    ui_dir = re.search(r"PREFECT_UI_STATIC_DIRECTORY=(\S+)", text)[1]  # type: ignore[index]
+    assert ui_dir.startswith(f"/home/{user}/")
+    assert re.search(r"^USER streamflow$", text, re.M) and user == "streamflow"
