@@ -43,9 +43,20 @@ console = Console(stderr=True)
 out = Console()
 
 
-def _settings() -> Settings:
+def _settings(home: Path | None = None, *, uses_home: bool = True) -> Settings:
+    """The environment's settings (a placeholder secret or a bad value: exit 2 naming the variable),
+    with ``home`` overriding STREAMFLOW_HOME. Every command runs with umask 077, and a command that
+    keeps state checks that an existing STREAMFLOW_HOME is private (tightened or refused:
+    streamflow.home); a missing one is created 0700 by the first thing that writes there."""
+    from streamflow.home import ensure_private_home, private_umask
+
+    private_umask()
     settings = get_settings()
+    if home is not None:
+        settings = settings.model_copy(update={"home": home.expanduser().resolve()})
     setup_logging(settings.log_level)
+    if uses_home and settings.home.exists():
+        ensure_private_home(settings.home)  # created (0700) by whatever writes first
     return settings
 
 
@@ -291,7 +302,7 @@ def seeds_generate(
     from streamflow.seeds.drift import parse_drift_option
     from streamflow.seeds.generator import generate_months
 
-    _settings()
+    _settings(uses_home=False)
     spec = parse_drift_option(drift) if drift else None
     with console.status("generating…") as st:
         dirs = generate_months(out, months=months, users=users, seed=seed, drift=spec, progress=st.update)
@@ -311,9 +322,7 @@ def serve(
     """Serve the prediction API (FastAPI: /predict, /predict/batch, /metrics, /health, /ready, /model)."""
     from streamflow.serving.server import run_server
 
-    settings = _settings()
-    if home is not None:
-        settings = Settings(home=home)
+    settings = _settings(home)
     run_server(settings, host=host, port=port, workers=workers)
 
 
@@ -521,7 +530,7 @@ def dashboards_build(
     from streamflow.observability.dashboards import is_up_to_date, write_dashboard_json
     from streamflow.observability.repo_files import dashboard_path
 
-    settings = _settings()
+    settings = _settings(uses_home=False)
     try:
         path = dashboard_path(settings)
     except FileNotFoundError as exc:

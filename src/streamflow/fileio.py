@@ -5,8 +5,9 @@ writers share it), is flushed and fsynced, gets its final mode, and is renamed o
 (``os.replace``, atomic on POSIX); the directory is fsynced so the rename survives a crash. On any
 error the temporary file is removed and the target is left as it was.
 
-The mode is explicit at every call: ``0o600`` for files holding secrets (database passwords),
-``0o644`` for the rest.
+The mode is explicit at every call: ``0o600`` for files holding secrets (database passwords) and
+for everything below STREAMFLOW_HOME (private to its user: docs/security.md), ``0o644`` for files
+meant to be shared (the provisioned dashboard in the repository).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 SECRET_MODE = 0o600
+PRIVATE_MODE = 0o600  # no secret, but below STREAMFLOW_HOME: its user's only
 PUBLIC_MODE = 0o644
 
 

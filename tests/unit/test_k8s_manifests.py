@@ -58,10 +58,12 @@ THIRD_PARTY = {
     "prometheus": "Deployment",
     "grafana": "Deployment",
 }
-# Kubernetes-only env of the monitor CronJob (months from a ConfigMap, Prefect server address)
-MONITOR_EXTRA_ENV = {"MONITOR_REF_AS_OF", "MONITOR_CUR_AS_OF", "PREFECT_API_URL"}
+# Kubernetes-only env of the monitor CronJob (months from a ConfigMap, Prefect server address and
+# credential: in compose the monitor runs inside the prefect container)
+MONITOR_EXTRA_ENV = {"MONITOR_REF_AS_OF", "MONITOR_CUR_AS_OF", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"}
 SECRET_KEYS_EXAMPLES = {
     "streamflow-postgres": K8S / "secrets" / "postgres.env.example",
+    "streamflow-prefect": K8S / "secrets" / "prefect.env.example",
     "grafana-admin": K8S / "secrets" / "grafana.env.example",
 }
 # these may take traffic from anywhere in the cluster; everything else only from named pods
@@ -378,6 +380,11 @@ def test_commands_are_the_compose_commands_and_real_cli_commands(m: Manifests, c
     assert init["args"] == services["init"]["command"]
     assert m.container("Deployment", "prefect")["args"] == services["prefect"]["command"]
     assert m.container("Deployment", "mlflow")["command"] == services["mlflow"]["entrypoint"]
+    # the placeholder-secret guards: compose's entrypoint is the container's command
+    assert m.container("Deployment", "prefect")["command"] == services["prefect"]["entrypoint"]
+    assert m.container("StatefulSet", "postgres")["command"] == services["postgres"]["entrypoint"]
+    assert m.container("StatefulSet", "postgres")["args"] == services["postgres"]["command"]
+    assert m.container("Deployment", "grafana")["command"] == services["grafana"]["entrypoint"]
     assert m.container("Deployment", "prometheus")["args"] == services["prometheus"]["command"]
     for kind, name in (("Deployment", "api"), ("Job", "init"), ("CronJob", "monitor")):
         container = m.container(kind, name)
@@ -446,11 +453,15 @@ def test_streamflow_env_names_and_values_match_compose(m: Manifests, compose: di
         env = resolved_env(m, m.container(kind, name))
         extra = MONITOR_EXTRA_ENV if name == "monitor" else set()
         assert set(env) == set(expected) | extra, f"{name}: {set(env) ^ (set(expected) | extra)}"
+        if name == "monitor":
+            assert env["PREFECT_API_AUTH_STRING"] == {
+                "secretKeyRef": {"name": "streamflow-prefect", "key": "PREFECT_API_AUTH_STRING"}
+            }
         for var, value in expected.items():
             if var in secret_vars:
                 assert env[var] == {"secretKeyRef": {"name": "streamflow-postgres", "key": var}}, (name, var)
-            elif var == "STREAMFLOW_DATABASE_URL":
-                # compose: ${POSTGRES_USER:?…}…@postgres:5432/…; k8s: $(POSTGRES_USER)…@$(POSTGRES_HOST):5432/…
+            elif var.endswith("DATABASE_URL"):
+                # compose: ${APP_DB_USER:?…}…@postgres:5432/…; k8s: $(APP_DB_USER)…@$(POSTGRES_HOST):5432/…
                 k8s_url = str(env[var])
                 for ref in REF_RE.findall(k8s_url):
                     k8s_url = k8s_url.replace(f"$({ref})", f"{{{ref}}}" if ref in secret_vars else str(env[ref]))
@@ -474,6 +485,17 @@ def test_service_env_matches_compose(m: Manifests, compose: dict[str, Any]) -> N
     assert set(mlflow) == set(services["mlflow"]["environment"])
     assert mlflow["POSTGRES_HOST"] == services["mlflow"]["environment"]["POSTGRES_HOST"]
     assert mlflow["MLFLOW_DB"] == "mlflow"  # compose: ${MLFLOW_DB:-mlflow}
+    for var in ("MLFLOW_DB_USER", "MLFLOW_DB_PASSWORD"):  # MLflow's own role, nothing else
+        assert mlflow[var] == {"secretKeyRef": {"name": "streamflow-postgres", "key": var}}, var
+    postgres = resolved_env(m, m.container("StatefulSet", "postgres"))
+    for var, value in services["postgres"]["environment"].items():
+        if var == "MLFLOW_DB":
+            assert postgres[var] == {
+                "configMapKeyRef": {"name": m.configmap("mlflow-env")["metadata"]["name"], "key": "MLFLOW_DB"}
+            }
+        else:
+            assert COMPOSE_VAR_RE.fullmatch(value), var
+            assert postgres[var] == {"secretKeyRef": {"name": "streamflow-postgres", "key": var}}, var
     grafana = resolved_env(m, m.container("Deployment", "grafana"))
     assert set(grafana) == set(services["grafana"]["environment"])
     for var, value in services["grafana"]["environment"].items():
@@ -484,9 +506,16 @@ def test_service_env_matches_compose(m: Manifests, compose: dict[str, Any]) -> N
             assert grafana[var] == value, var
     prefect_container = m.container("Deployment", "prefect")
     prefect = resolved_env(m, prefect_container)
-    ui_dir = prefect.pop("PREFECT_UI_STATIC_DIRECTORY")  # Kubernetes only: read-only root filesystem
+    ui_dir = prefect["PREFECT_UI_STATIC_DIRECTORY"]  # the image's site-packages is root's (and read-only here)
     prefect_only = {k: v for k, v in services["prefect"]["environment"].items() if k.startswith("PREFECT_")}
-    assert prefect == prefect_only, "the Prefect server gets its compose PREFECT_* settings and no credential"
+    for var, value in prefect_only.items():
+        ref = COMPOSE_VAR_RE.fullmatch(value)
+        if ref:  # from .env in compose, from the Secret here
+            assert prefect[var] == {"secretKeyRef": {"name": "streamflow-prefect", "key": ref[1]}}, var
+        else:
+            assert prefect[var] == value, var
+    assert set(prefect) == set(prefect_only), "the Prefect server gets its compose PREFECT_* settings only"
+    assert "PREFECT_SERVER_API_AUTH_STRING" in prefect, "the Prefect API requires basic auth"
     writable = [p for p, v in mount_paths(prefect_container).items() if v != "tmp"]
     assert any(str(ui_dir).startswith(p + "/") for p in writable), "the UI bundle is copied onto a volume"
 
@@ -513,7 +542,12 @@ def test_paths_match_compose_and_dockerfile(m: Manifests, compose: dict[str, Any
     assert "/mlartifacts" in mount_paths(m.container("Deployment", "mlflow"))
     assert "/mlartifacts" in (REPO / "services" / "docker" / "mlflow-entrypoint.sh").read_text()
     grafana_targets = {t for s in services["grafana"]["volumes"] for t in [s.split(":")[1]]}
-    assert grafana_targets <= set(mount_paths(m.container("Deployment", "grafana")))
+    grafana_mounts = set(mount_paths(m.container("Deployment", "grafana")))
+    # compose mounts the guard script itself; Kubernetes mounts its ConfigMap's directory
+    assert grafana_targets - {"/streamflow/refuse-placeholders.sh"} <= grafana_mounts
+    assert "/streamflow" in grafana_mounts
+    postgres_mounts = set(mount_paths(m.container("StatefulSet", "postgres")))
+    assert {"/docker-entrypoint-initdb.d", "/streamflow"} <= postgres_mounts
     prometheus = m.container("Deployment", "prometheus")
     assert "/etc/prometheus" in mount_paths(prometheus)
     assert "--storage.tsdb.path=/prometheus" in prometheus["args"]
@@ -608,9 +642,10 @@ def test_service_names_and_ports_are_the_compose_ones(m: Manifests, compose: dic
     Grafana datasource) are the compose ones."""
     for svc in m.of_kind("Service"):
         name = svc["metadata"]["name"]
-        (compose_port,) = compose["services"][name]["ports"]
+        # published (HOST_IP:HOST:CONTAINER) or, for internal-only services, exposed (CONTAINER)
+        (compose_port,) = compose["services"][name].get("ports") or compose["services"][name]["expose"]
         (port,) = svc["spec"]["ports"]
-        assert port["port"] == int(compose_port.split(":")[1]), name
+        assert port["port"] == int(str(compose_port).rsplit(":", 1)[-1]), name
 
 
 def test_network_policies(m: Manifests) -> None:
@@ -782,3 +817,23 @@ def test_generator_kustomizations_list_every_source_file() -> None:
     prometheus = yaml.safe_load((REPO / "services" / "prometheus" / "kustomization.yaml").read_text())
     listed = {f for g in prometheus["configMapGenerator"] for f in g["files"]}
     assert listed == {f"rules/{p.name}" for p in RULES_DIR.glob("*.yml")}
+
+
+def test_database_init_and_placeholder_guard_are_the_compose_files(m: Manifests) -> None:
+    """The roles script and the placeholder guard reach the postgres/grafana pods byte for byte (ConfigMaps
+    generated from the files compose mounts); the roles script is executable (a sourced one would leak
+    its ``set -eu`` into the image's entrypoint)."""
+    init = m.configmap("postgres-init")
+    script = REPO / "services" / "postgres" / "10-streamflow-roles.sh"
+    assert init["data"] == {script.name: script.read_text()}
+    guard = REPO / "services" / "docker" / "refuse-placeholders.sh"
+    assert m.configmap("streamflow-entrypoints")["data"] == {guard.name: guard.read_text()}
+    pod = m.pod("StatefulSet", "postgres")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = mount_paths(m.container("StatefulSet", "postgres"))
+    init_volume = volumes[mounts["/docker-entrypoint-initdb.d"]]["configMap"]
+    assert init_volume["name"] == init["metadata"]["name"] and init_volume["defaultMode"] == 0o555
+    for kind, name in (("StatefulSet", "postgres"), ("Deployment", "grafana")):
+        pod_volumes = {v["name"]: v for v in m.pod(kind, name)["spec"]["volumes"]}
+        volume = pod_volumes[mount_paths(m.container(kind, name))["/streamflow"]]
+        assert volume["configMap"]["name"] == m.configmap("streamflow-entrypoints")["metadata"]["name"], name

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamflow.monitoring.metrics_push import MODEL_AUC_DROP, MODEL_MAX_AUC_DROP, MODEL_MIN_AUC, MODEL_PERFORMANCE
+from streamflow.monitoring.metrics_push import (
+    LAST_RUN,
+    MODEL_AUC_DROP,
+    MODEL_MAX_AUC_DROP,
+    MODEL_MIN_AUC,
+    MODEL_PERFORMANCE,
+)
 from streamflow.observability.prometheus_config import build_local_config
 from streamflow.settings import Settings
 
@@ -40,6 +46,8 @@ EXPECTED_ALERTS = {
     "StreamflowModelReloadFailed",
     "StreamflowDataDrift",
     "StreamflowPushgatewayDown",
+    "StreamflowDriftMetricsStale",
+    "StreamflowDriftMetricsMissing",
     "StreamflowModelPerformanceDrop",
 }
 EXPECTED_RECORDS = {
@@ -85,6 +93,10 @@ def test_rule_inventory_and_conventions() -> None:
     drop = str(alerts["StreamflowModelPerformanceDrop"]["expr"])
     for name in (MODEL_PERFORMANCE, MODEL_AUC_DROP, MODEL_MIN_AUC, MODEL_MAX_AUC_DROP):
         assert name in drop, name
+    # staleness of the monitor's pushes: the timestamp every push carries, ~35 days (a monthly job + slack)
+    stale, missing = alerts["StreamflowDriftMetricsStale"], alerts["StreamflowDriftMetricsMissing"]
+    assert str(stale["expr"]).strip() == f"time() - max by (job) ({LAST_RUN}) > 35 * 86400"
+    assert f"absent({LAST_RUN})" in str(missing["expr"]) and missing["for"] == "35d"
 
 
 def test_every_alert_has_a_promtool_unit_test() -> None:

@@ -79,6 +79,7 @@ def build_point_in_time_dataset(
     A month without any label raises :class:`MissingLabelsError`, unless ``require_labels`` is
     False: the frame then has no ``churn_label`` column. A month whose labels cover only some of
     its users always raises (that is broken data, not labels still to come)."""
+    from streamflow.db.roles import grant_feature_store_reads
     from streamflow.features.store import get_feature_store
     from streamflow.schema import FEATURE_REFS
 
@@ -104,6 +105,7 @@ def build_point_in_time_dataset(
         known = ", ".join(str(d) for d in snapshot_dates(settings)) or "none"
         raise EmptySnapshotError(f"no snapshot found for as_of={as_of_d} (snapshots in the database: {known})")
     entity_df[TIMESTAMP] = pd.Timestamp(ts)
+    grant_feature_store_reads(settings)  # Feast's role reads the snapshot tables (a no-op with one role)
     store = get_feature_store(settings)
     feats = store.get_historical_features(entity_df=entity_df, features=FEATURE_REFS).to_df()
     feats = feats.sort_values(ENTITY).reset_index(drop=True)

@@ -291,11 +291,25 @@ def _build_view(
     return ViewWrite(view=view, table=table, rows=rows, seconds=time.perf_counter() - t0)
 
 
+def _table_owner(cur: psycopg.Cursor, table: str) -> str | None:
+    cur.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(%s)", (f"public.{table}",))
+    row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
 def _swap(cur: psycopg.Cursor, settings: Settings) -> None:
+    """Replace each online table by its rebuilt twin; the twin goes to the role that owned the old
+    table (Feast's, with least-privilege roles: streamflow.db.roles), so Feast keeps owning it."""
+    cur.execute("SELECT current_user")
+    row = cur.fetchone()
+    me = str(row[0]) if row else None
     for view in FEATURE_VIEWS:
         table = online_table(settings, view)
         new = table + NEW_SUFFIX
         _, indexes, pkey = _table_layout(cur, new)
+        owner = _table_owner(cur, table)
+        if owner is not None and owner != me:
+            cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(new), sql.Identifier(owner)))
         cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(table)))
         if pkey:

@@ -23,9 +23,10 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
 from feast.types import Bool, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
 
-from streamflow.db.engine import get_engine, pg_params, sqlalchemy_url
+from streamflow.db.engine import feast_pg_params, feast_sqlalchemy_url, get_engine
 from streamflow.db.schema import migrate
 from streamflow.fileio import SECRET_MODE, atomic_write_text
+from streamflow.home import ensure_private_home, private_dir
 from streamflow.progress import ProgressCallback, no_progress
 from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.settings import Settings
@@ -50,8 +51,9 @@ def _feast_type(feature: str) -> FeastType:
 
 
 def repo_config_dict(settings: Settings) -> dict[str, object]:
-    """The feature_store.yaml content, derived from settings (no literal host/password)."""
-    p = pg_params(settings)
+    """The feature_store.yaml content, derived from settings (no literal host/password): Feast's
+    own role (``STREAMFLOW_FEAST_DATABASE_URL``) for the registry and both stores."""
+    p = feast_pg_params(settings)
     pg = {
         "host": p.host,
         "port": p.port,
@@ -66,7 +68,7 @@ def repo_config_dict(settings: Settings) -> dict[str, object]:
         "provider": "local",
         "registry": {
             "registry_type": "sql",
-            "path": sqlalchemy_url(settings),
+            "path": feast_sqlalchemy_url(settings),
             "cache_ttl_seconds": 60,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
         },
@@ -79,7 +81,8 @@ def repo_config_dict(settings: Settings) -> dict[str, object]:
 def write_repo_config(settings: Settings) -> Path:
     """Write feature_store.yaml (0600: it holds the DB password) for the `feast` CLI."""
     repo = settings.feast_repo_dir
-    repo.mkdir(parents=True, exist_ok=True)
+    ensure_private_home(settings.home)
+    private_dir(repo)
     path = repo / "feature_store.yaml"
     atomic_write_text(path, yaml.safe_dump(repo_config_dict(settings), sort_keys=False), mode=SECRET_MODE)
     return path
@@ -135,7 +138,10 @@ def apply_definitions(settings: Settings) -> FeatureStore:
             store.apply([user, *feature_views()])
         return store
 
+    from streamflow.db.roles import grant_feature_store_reads
+
     write_repo_config(settings)
+    grant_feature_store_reads(settings)  # Feast's role reads the snapshot tables (services/postgres/)
     store = _reconnecting(settings, apply)
     log.info("event=feast_apply project=%s views=%s", settings.feast_project, ",".join(FEATURE_VIEWS))
     return store

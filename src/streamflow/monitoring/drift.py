@@ -2,6 +2,14 @@
 Evidently 0.7 and reduce the report to a few numbers (drift share over the 14 model
 features, per-feature drift scores, target drift, prediction drift) plus the drift rule's decision.
 
+A feature without a single value in a month (all missing) cannot be measured by Evidently (it
+refuses an empty column). It is left out of Evidently's report and decided here, named in the
+summary (``note``) and in a warning log line: no values in *one* month is **drift** (the model
+gets nothing but missing values where it got data, or the other way round: counted in the drift
+share); no values in *either* month is **no drift** (nothing changed). A constant column needs
+nothing special: Evidently measures it (constant in both months: no drift; constant in one: drift
+when its distribution moved).
+
 Inputs are frames as produced by ``streamflow.features.dataset.build_point_in_time_dataset``:
 ``user_id``, ``event_timestamp``, the 14 ``FEATURES`` in ``FEATURE_DTYPES`` and ``churn_label``
 (0/1). ``churn_label`` may be missing from a frame (the month's labels have not arrived): there is
@@ -13,6 +21,7 @@ stays over the 14 features). Nothing here touches the database or Feast.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -42,6 +51,8 @@ from streamflow.schema import (
     TIMESTAMP,
 )
 
+log = logging.getLogger(__name__)
+
 PREDICTION = "churn_probability"  # the production model's P(churn) per row (optional column)
 EVIDENTLY_CATEGORICAL: list[str] = [*CATEGORICAL_FEATURES, *FLAG_FEATURES, LABEL]
 REQUIRED_COLUMNS: list[str] = [ENTITY, TIMESTAMP, *FEATURES]  # + LABEL and PREDICTION when present
@@ -70,6 +81,7 @@ class FeatureDrift:
     score: float
     threshold: float
     drifted: bool
+    note: str | None = None  # why it was decided without Evidently (see unmeasured_feature_drifts)
 
     def as_dict(self, *, with_drifted: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -80,7 +92,38 @@ class FeatureDrift:
         }
         if with_drifted:
             d["drifted"] = self.drifted
+        if self.note is not None:
+            d["note"] = self.note
         return d
+
+
+UNMEASURED_METHOD = "not measured: all values missing"
+
+
+def unmeasured_feature_drifts(
+    ref: pd.DataFrame, cur: pd.DataFrame, as_of_ref: str, as_of_cur: str
+) -> dict[str, FeatureDrift]:
+    """The features without a single value in a month, decided without Evidently (module docstring):
+    missing in one month only → drifted; in both → not drifted. Score and threshold are NaN."""
+    out: dict[str, FeatureDrift] = {}
+    for feature in FEATURES:
+        empty_ref, empty_cur = bool(ref[feature].isna().all()), bool(cur[feature].isna().all())
+        if not (empty_ref or empty_cur):
+            continue
+        if empty_ref and empty_cur:
+            note = f"no values in either month ({as_of_ref}, {as_of_cur}): nothing to compare, decided not drifted"
+        else:
+            side, day = ("current", as_of_cur) if empty_cur else ("reference", as_of_ref)
+            note = f"no values in the {side} month ({day}): counted as drifted"
+        out[feature] = FeatureDrift(
+            feature=feature,
+            method=UNMEASURED_METHOD,
+            score=math.nan,
+            threshold=math.nan,
+            drifted=not (empty_ref and empty_cur),
+            note=note,
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -158,6 +201,11 @@ class DriftResult:
     def feature_scores(self) -> dict[str, float]:
         return {f.feature: f.score for f in self.feature_drifts}
 
+    @property
+    def unmeasured_features(self) -> list[FeatureDrift]:
+        """Features Evidently could not measure (all values missing in a month), decided here."""
+        return [f for f in self.feature_drifts if f.method == UNMEASURED_METHOD]
+
     def summary(self) -> dict[str, Any]:
         return {
             "as_of_ref": self.as_of_ref,
@@ -167,6 +215,7 @@ class DriftResult:
             "n_features": len(self.feature_drifts),
             "drifted_features": [f.as_dict(with_drifted=False) for f in self.drifted_features],
             "feature_scores": [f.as_dict() for f in self.feature_drifts],
+            "unmeasured_features": [f.as_dict() for f in self.unmeasured_features],
             "target_drift": self.target.abs_diff if self.target else None,
             "target_ref_rate": self.target.ref_rate if self.target else None,
             "target_cur_rate": self.target.cur_rate if self.target else None,
@@ -325,14 +374,21 @@ def compute_target_drift(ref: pd.DataFrame, cur: pd.DataFrame) -> TargetDrift:
 # Evidently
 # ---------------------------------------------------------------------------------
 def _to_evidently_frame(
-    df: pd.DataFrame, with_label: bool = True, with_prediction: bool = False, scope: Sequence[bool] | None = None
+    df: pd.DataFrame,
+    with_label: bool = True,
+    with_prediction: bool = False,
+    scope: Sequence[bool] | None = None,
+    exclude: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The columns Evidently sees. Flags go from float 1.0/0.0/NaN to object True/False/None:
-    Evidently 0.7's DataSummaryPreset (UniqueValueCount) rejects float labels on categorical columns.
-    Predictions outside ``scope`` become missing (Evidently's drift tests skip missing values)."""
+    """The columns Evidently sees (minus ``exclude``: unmeasurable features). Flags go from float
+    1.0/0.0/NaN to object True/False/None: Evidently 0.7's DataSummaryPreset (UniqueValueCount)
+    rejects float labels on categorical columns. Predictions outside ``scope`` become missing
+    (Evidently's drift tests skip missing values)."""
     columns = [*REQUIRED_COLUMNS, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
-    out = df[columns].copy()
+    out = df[[c for c in columns if c not in exclude]].copy()
     for col in FLAG_FEATURES:
+        if col in exclude:
+            continue
         mapped = out[col].map({1.0: True, 0.0: False}).astype(object)
         out[col] = mapped.where(out[col].notna(), None)
     if with_label:
@@ -344,14 +400,16 @@ def _to_evidently_frame(
     return out
 
 
-def _data_definition(with_label: bool = True, with_prediction: bool = False) -> Any:
+def _data_definition(with_label: bool = True, with_prediction: bool = False, exclude: Sequence[str] = ()) -> Any:
     from evidently import DataDefinition
 
     return DataDefinition(
         id_column=ENTITY,
         timestamp=TIMESTAMP,
-        numerical_columns=[*NUMERIC_FEATURES, *([PREDICTION] if with_prediction else [])],
-        categorical_columns=[c for c in EVIDENTLY_CATEGORICAL if with_label or c != LABEL],
+        numerical_columns=[
+            c for c in [*NUMERIC_FEATURES, *([PREDICTION] if with_prediction else [])] if c not in exclude
+        ],
+        categorical_columns=[c for c in EVIDENTLY_CATEGORICAL if (with_label or c != LABEL) and c not in exclude],
     )
 
 
@@ -519,13 +577,20 @@ def run_drift_report(
     if with_prediction and not (ref_scope.any() and cur_scope.any()):
         raise DriftInputError("prediction_scope selects no row in one of the months")
     target = compute_target_drift(ref, cur) if with_label else None
-    definition = _data_definition(with_label, with_prediction)
-    metrics: list[Any] = [
-        DataSummaryPreset(),
-        # columns=FEATURES: without it the preset also counts every other declared
+    unmeasured = unmeasured_feature_drifts(ref, cur, ref_day, cur_day)
+    for fd in unmeasured.values():
+        log.warning(
+            "event=drift_feature_unmeasured feature=%s as_of_ref=%s as_of_cur=%s drifted=%s reason=%r",
+            fd.feature, ref_day, cur_day, fd.drifted, fd.note,
+        )  # fmt: skip
+    measured = [f for f in FEATURES if f not in unmeasured]
+    exclude = list(unmeasured)
+    definition = _data_definition(with_label, with_prediction, exclude)
+    metrics: list[Any] = [DataSummaryPreset()]
+    if measured:
+        # columns=measured: without it the preset also counts every other declared
         # numerical/categorical column (churn_label, churn_probability) -> 1/15 instead of 1/14.
-        DataDriftPreset(columns=list(FEATURES), drift_share=limit),
-    ]
+        metrics.append(DataDriftPreset(columns=measured, drift_share=limit))
     if with_label:
         metrics.append(ValueDrift(column=LABEL))
     if with_prediction:
@@ -535,23 +600,28 @@ def run_drift_report(
     with _quiet_evidently():
         snapshot = report.run(
             reference_data=Dataset.from_pandas(
-                _to_evidently_frame(ref, with_label, with_prediction, ref_scope), data_definition=definition
+                _to_evidently_frame(ref, with_label, with_prediction, ref_scope, exclude), data_definition=definition
             ),
             current_data=Dataset.from_pandas(
-                _to_evidently_frame(cur, with_label, with_prediction, cur_scope), data_definition=definition
+                _to_evidently_frame(cur, with_label, with_prediction, cur_scope, exclude), data_definition=definition
             ),
         )
         summary = snapshot.dict()
-        share, count = extract_drifted_columns(summary)
-        drifts = extract_value_drifts(
-            summary, [*FEATURES, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
-        )
+        _share, measured_count = extract_drifted_columns(summary, len(measured)) if measured else (0.0, 0)
+        drifts = {
+            **extract_value_drifts(
+                summary, [*measured, *([LABEL] if with_label else []), *([PREDICTION] if with_prediction else [])]
+            ),
+            **unmeasured,
+        }
         feature_drifts = tuple(drifts[f] for f in FEATURES)
-        if sum(f.drifted for f in feature_drifts) != count:
+        if sum(drifts[f].drifted for f in measured) != measured_count:
             raise DriftReportError(
-                f"DriftedColumnsCount count={count} disagrees with the per-feature drift tests "
-                f"({[f.feature for f in feature_drifts if f.drifted]})"
+                f"DriftedColumnsCount count={measured_count} disagrees with the per-feature drift tests "
+                f"({[f for f in measured if drifts[f].drifted]})"
             )
+        count = sum(f.drifted for f in feature_drifts)  # measured by Evidently + decided above
+        share = count / len(FEATURES)
         atomic_write(html_path, snapshot.save_html)
         atomic_write(json_path, snapshot.save_json)
 

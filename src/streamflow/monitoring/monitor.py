@@ -254,7 +254,10 @@ def run_evidently(
         request.report_dir,
         prediction_scope=prediction_scope,
     )
-    drifted = ", ".join(f"{f.feature} ({f.method} {f.score:.4g} vs {f.threshold:g})" for f in result.drifted_features)
+    drifted = ", ".join(
+        f"{f.feature} ({f.note})" if f.note else f"{f.feature} ({f.method} {f.score:.4g} vs {f.threshold:g})"
+        for f in result.drifted_features
+    )
     target = (
         f"ValueDrift({LABEL})={result.target_value_drift:.4g} ({result.target_value_drift_method})"
         if result.target is not None
@@ -264,6 +267,9 @@ def run_evidently(
         f"[Evidently] drifted features {result.drifted_count}/{len(result.feature_drifts)}: {drifted or 'none'}; "
         f"{target}"
     )
+    quiet = [f for f in result.unmeasured_features if not f.drifted]  # the drifted ones are listed above
+    if quiet:
+        emit("[Evidently] not measured: " + "; ".join(f"{f.feature} ({f.note})" for f in quiet))
     if result.prediction is not None:
         p = result.prediction
         emit(

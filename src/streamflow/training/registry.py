@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from streamflow.home import ensure_private_home
 from streamflow.registry_client import version_by_alias
 from streamflow.settings import Settings
 
@@ -25,6 +26,7 @@ EXPERIMENT_NAME = "streamflow_churn"
 def configure_mlflow(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
+        ensure_private_home(settings.home)
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to the environment, which
     # would then override the settings of every later Settings object of this process
