@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Bearer token of POST /admin/reload (at least 16 characters, compared in constant time). "
         "Unset: the endpoint is off (404).",
     )
+    admin_reload_cooldown_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="After a reload through /admin/reload, the next one is refused (429 + Retry-After) for this "
+        "long: loading a model is expensive, an abusive token holder must not keep the API loading.",
+    )
     api_limit_concurrency: int | None = Field(
         1024,
         ge=1,

@@ -44,8 +44,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 
 
 def api_env(base: Mapping[str, str], **settings: object) -> dict[str, str]:
-    """``base`` (a stack's environment) with fast polls, INFO logs, the admin token, and
-    ``settings`` as STREAMFLOW_* variables (None removes one)."""
+    """``base`` (a stack's environment) with fast polls, INFO logs, the admin token (no reload
+    cooldown), and ``settings`` as STREAMFLOW_* variables (None removes one)."""
     env = dict(base)
     env.update(
         {
@@ -53,6 +53,7 @@ def api_env(base: Mapping[str, str], **settings: object) -> dict[str, str]:
             "STREAMFLOW_FEATURE_POLL_SECONDS": "0.5",
             "STREAMFLOW_LOG_LEVEL": "INFO",
             "STREAMFLOW_ADMIN_TOKEN": ADMIN_TOKEN,
+            "STREAMFLOW_ADMIN_RELOAD_COOLDOWN_SECONDS": "0",  # tests reload back to back
         }
     )
     for key, value in settings.items():

@@ -185,7 +185,7 @@ def test_admin_token_is_validated() -> None:
     assert Settings.model_validate_json(settings_json(s)).admin_token.get_secret_value() == TOKEN  # type: ignore[union-attr]
 
 
-def test_admin_reload_requires_the_token_and_is_single_flight(served: Served) -> None:
+def test_admin_reload_requires_the_token_is_single_flight_and_cooled_down(served: Served) -> None:
     app = make_app(served, admin_token=TOKEN)
     with TestClient(app, raise_server_exceptions=False) as c:
         assert "/admin/reload" in c.get("/openapi.json").json()["paths"]
@@ -194,12 +194,19 @@ def test_admin_reload_requires_the_token_and_is_single_flight(served: Served) ->
             r = c.post("/admin/reload", headers=headers)
             assert r.status_code == 401, headers
             assert r.headers["www-authenticate"] == "Bearer" and TOKEN not in r.text
-        app.state.admin.busy = True  # a reload in progress
+        gate = app.state.admin
+        gate.busy = True  # a reload in progress
         r = c.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 409 and "already running" in r.json()["detail"]
+        gate.busy = False
+        gate.last_reload_done = time.monotonic()  # one just finished: the cooldown applies
+        r = c.post("/admin/reload", headers={"Authorization": f"bearer {TOKEN}"})
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 5
+        assert "reloaded less than 5 s ago" in r.json()["detail"]
         fam = c.get("/metrics").text
     assert metric(fam, "api_requests", "api_requests_total", endpoint="/admin/reload", status="401") == 5
     assert metric(fam, "api_requests", "api_requests_total", endpoint="/admin/reload", status="409") == 1
+    assert metric(fam, "api_requests", "api_requests_total", endpoint="/admin/reload", status="429") == 1
 
 
 # ---- overload: the limits of a real uvicorn server ------------------------------------------

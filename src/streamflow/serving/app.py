@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -145,17 +146,25 @@ def create_app(
     app.state.metrics = metrics
     app.add_exception_handler(Exception, unhandled_error)
     routers = [predict.router, ops.router]
+    gate: admin.AdminGate | None = None
     if settings.admin_token is not None:  # otherwise the endpoint does not exist (404)
-        app.state.admin = admin.AdminGate(settings.admin_token.get_secret_value())
+        gate = admin.AdminGate(settings.admin_token.get_secret_value(), settings.admin_reload_cooldown_seconds)
+        app.state.admin = gate
         routers.append(admin.router)
     for router in routers:
         app.include_router(router)
     if fast_path:
         for endpoint, declared in reversed(predict.ACCELERATED):  # /predict ends up first
             accelerate(app, endpoint, declared)
-    # Plain paths → their route, for the shed answers' metrics label.
-    routes = {r.path: r for r in reversed(app.router.routes) if isinstance(getattr(r, "path", None), str)}
-    # Added last = outermost: the metrics see every answer, the shed ones included.
+    # Plain paths → their route, for the metrics label of answers given before routing (shed,
+    # refused). (FastAPI keeps included routers as such: their routes are read from the routers.)
+    routes: dict[str, Any] = {}
+    for r in [*app.router.routes, *(r for router in routers for r in router.routes)]:
+        if isinstance(getattr(r, "path", None), str):
+            routes.setdefault(r.path, r)
+    # Added last = outermost: the metrics see every answer, the shed and refused ones included.
+    if gate is not None:
+        app.add_middleware(admin.AdminGuard, gate=gate, route=routes[admin.PATH])
     app.add_middleware(ShedMiddleware, metrics=metrics, routes=routes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
