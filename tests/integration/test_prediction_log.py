@@ -186,3 +186,54 @@ def test_served_performance_equals_metrics_recomputed_from_the_logged_rows(cours
         assert stored[(version, "served")]["metrics"]["auc"] == pytest.approx(m.metrics["auc"])
     assert result.as_dict()["served"] == {v: m.flat() for v, m in served.items()}
     assert np.isfinite([m.metrics["brier"] for m in served.values()]).all()
+
+
+# ---- retention --------------------------------------------------------------------------
+def test_prune_drops_whole_old_days_through_the_cli(tmp_path: Path) -> None:
+    """A bare home (migrations only): predictions on five days, pruned through the real CLI."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from streamflow.db.engine import release_embedded
+    from streamflow.db.schema import migrate
+    from streamflow.settings import Settings
+    from tests.helpers.faults import assert_clean_failure, run_cli, status_json
+
+    settings = Settings(home=tmp_path / "home")
+    try:
+        migrate(get_engine(settings))
+        today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+        ages = {0: 3, 1: 2, 29: 4, 30: 5, 45: 6}  # days ago → rows
+        with psycopg.connect(libpq_url(settings)) as conn:
+            for age, n in ages.items():
+                day = today - timedelta(days=age)
+                conn.execute("SELECT streamflow_prediction_partition(%s)", (day.date(),))
+                for i in range(n):
+                    conn.execute(
+                        "INSERT INTO predictions VALUES (gen_random_uuid(), %s, %s, 'm', '1', NULL, 0.5, 1)",
+                        (day, f"u{age}-{i}"),
+                    )
+        assert status_json(settings.home)["predictions"]["rows"] == sum(ages.values())  # type: ignore[index]
+
+        dry = run_cli(["predictions", "prune", "--older-than", "30", "--dry-run", "--json"], settings.home)
+        assert dry.returncode == 0, dry.stderr
+        report = json.loads(dry.stdout)
+        assert report["rows"] == 6 and [p["rows"] for p in report["partitions"]] == [6]  # only the day 45 days ago
+        assert status_json(settings.home)["predictions"]["rows"] == sum(ages.values())  # type: ignore[index]
+
+        done = run_cli(["predictions", "prune", "--older-than", "29"], settings.home)
+        assert done.returncode == 0 and "deleted 11 predictions" in done.stdout, done.stdout + done.stderr
+        st = status_json(settings.home)["predictions"]
+        assert st["rows"] == 3 + 2 + 4  # type: ignore[index]
+        assert st["by_model_version"] == {"m:1": 9}  # type: ignore[index]
+        with psycopg.connect(libpq_url(settings)) as conn:
+            partitions = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'predictions_p%' AND relkind = 'r'"
+            ).fetchone()
+        assert partitions == (3,)
+
+        assert_clean_failure(run_cli(["predictions", "prune", "--older-than", "-1"], settings.home), 2, "--older-than")
+        assert_clean_failure(run_cli(["predictions", "prune"], settings.home), 2, "Missing option '--older-than'")
+        assert status_json(settings.home)["predictions"]["rows"] == 9  # type: ignore[index]
+    finally:
+        release_embedded(settings)
