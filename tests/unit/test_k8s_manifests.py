@@ -35,6 +35,8 @@ import typer.main
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from streamflow.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "services" / "k8s"
 COMPOSE = REPO / "docker-compose.yml"
@@ -289,9 +291,10 @@ def test_api_probes_ports_and_graceful_termination(m: Manifests) -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert probe_port(container[probe]) == port, probe
-    # uvicorn's graceful shutdown of `streamflow serve` + the preStop pause fit in the grace period
-    server = (REPO / "src" / "streamflow" / "serving" / "server.py").read_text()
-    graceful = int(re.search(r'"timeout_graceful_shutdown":\s*(\d+)', server)[1])  # type: ignore[index]
+    # uvicorn's graceful shutdown of `streamflow serve` + the prediction log's last flush + the
+    # preStop pause fit in the grace period
+    defaults = Settings()
+    graceful = defaults.api_graceful_shutdown_seconds + defaults.prediction_log_shutdown_seconds
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     assert pod["spec"]["terminationGracePeriodSeconds"] > graceful + int(pre_stop[1])
