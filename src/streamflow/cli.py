@@ -279,7 +279,7 @@ def performance(
         for s in r.served:
             m = s.metrics
             table.add_row(
-                r.as_of,
+                s.as_of,
                 f"v{s.model_version} served",
                 str(s.n),
                 fmt(m["auc"]),

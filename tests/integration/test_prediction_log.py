@@ -166,6 +166,7 @@ def test_served_performance_equals_metrics_recomputed_from_the_logged_rows(cours
     joined = latest.merge(labels[[ENTITY, LABEL]], on=ENTITY, how="inner")
 
     result = record_realized_performance(ONLINE_AS_OF, settings)
+    assert {m.as_of for m in result.served} <= {ONLINE_AS_OF}  # nothing was served with January's features
     served = {m.model_version: m for m in result.served}
     assert set(served) == set(joined["model_version"])
     for version, group in joined.groupby("model_version"):
@@ -184,7 +185,9 @@ def test_served_performance_equals_metrics_recomputed_from_the_logged_rows(cours
     for version, m in served.items():
         assert stored[(version, "served")]["metrics"]["n"] == m.n
         assert stored[(version, "served")]["metrics"]["auc"] == pytest.approx(m.metrics["auc"])
-    assert result.as_dict()["served"] == {v: m.flat() for v, m in served.items()}
+    assert result.as_dict()["served"] == [
+        {"as_of": ONLINE_AS_OF, "model_version": v, "metrics": m.flat()} for v, m in sorted(served.items())
+    ]
     assert np.isfinite([m.metrics["brier"] for m in served.values()]).all()
 
 

@@ -490,7 +490,8 @@ class RealizedPerformance:
     measurements: tuple[Measurement, ...]
     validation_auc: float | None
     notes: dict[str, str] = field(default_factory=dict)
-    served: tuple[Measurement, ...] = ()  # what the API served for the month, per model version
+    # what the API served with the month's features (and the previous month's), per model version
+    served: tuple[Measurement, ...] = ()
 
     @property
     def month(self) -> Measurement:
@@ -510,7 +511,7 @@ class RealizedPerformance:
             "realized": self.month.flat(),
             "realized_unseen": unseen.flat() if unseen else None,
             "calibration_bins": [b.as_dict() for b in self.month.calibration_bins],
-            "served": {m.model_version: m.flat() for m in self.served},
+            "served": [{"as_of": m.as_of, "model_version": m.model_version, "metrics": m.flat()} for m in self.served],
             "notes": self.notes,
         }
 
@@ -528,12 +529,16 @@ def record_realized_performance(
     model_version: str | None = None,
     dataset: pd.DataFrame | None = None,
     model: ScoringModel | None = None,
+    served_previous_month: bool = True,
 ) -> RealizedPerformance:
     """Score month ``as_of`` (its point-in-time features, every user with a label) with the
     version that served it (:func:`version_for_month`; or ``model_version``), compute the realized
     metrics and store them (``model_performance``, source ``realized``, populations ``month`` and
     ``unseen``), replacing an earlier measurement of the same version and month; then measure
-    what the API actually served for the month (population ``served``, :func:`measure_served`).
+    what the API actually served with that month's features (population ``served``,
+    :func:`measure_served`) — and, with ``served_previous_month``, with the previous labelled
+    month's: right after a month is ingested its features have not been served yet, while the
+    previous month's were served until now (its served measurement is complete).
 
     The monthly ingest orchestration calls this right after ingesting a month that has labels.
     Raises :class:`NoLabelsError` for a month without labels and
@@ -550,6 +555,10 @@ def record_realized_performance(
     measurements = measure_realized(scorer, frame, day)
     store_measurements(settings, measurements)
     served = record_served_performance(settings, day)
+    if served_previous_month:
+        previous = [d for d in months_with_labels(settings) if d < day]
+        if previous:
+            served += record_served_performance(settings, previous[-1])
     notes = {}
     if scorer.trained_user_ids is None:
         notes["unseen"] = scorer.notes.get("trained_users", "training users unknown")
@@ -622,7 +631,7 @@ def measure_months(
             say(f"loading model v{choice.version}")
             cache[choice.version] = load_model_version(settings, choice.version)
         say(f"scoring as_of={day} with v{choice.version}")
-        result = record_realized_performance(day, settings, model=cache[choice.version])
+        result = record_realized_performance(day, settings, model=cache[choice.version], served_previous_month=False)
         out.append(
             RealizedPerformance(
                 as_of=result.as_of,
