@@ -6,7 +6,10 @@ Then, one after the other on free 127.0.0.1 ports:
 
 * naive — the course sketch: one uvicorn worker, a sync FastAPI endpoint calling Feast
   ``get_online_features`` and ``mlflow.pyfunc.load_model(...).predict`` per request;
-* ours  — ``python -m streamflow serve``, one worker by default.
+* ours  — ``python -m streamflow serve``, one worker by default, prediction log on (the default:
+  every prediction is COPYed into the ``predictions`` table by a background thread);
+* ours_nolog — the same with ``STREAMFLOW_PREDICTION_LOG_ENABLED=false``: the log's cost is
+  ours vs ours_nolog, measured in the same run.
 
 Both run under the process supervisor (``streamflow.processes``), stopped at the end.
 
@@ -215,6 +218,8 @@ def free_port() -> int:
 # lines name the benchmark's home, so nothing else is ever signalled.
 NAIVE = Program(executables=("python*",), args=("--serve-naive",))
 OURS = Program(executables=("python*",), args=("-m", "streamflow", "serve"))
+SERVERS = (("naive", NAIVE), ("ours", OURS), ("ours_nolog", OURS))
+SERVER_ENV = {"ours_nolog": {"STREAMFLOW_PREDICTION_LOG_ENABLED": "false"}}
 
 
 def server_argv(name: str, home: Path, port: int, workers: int) -> list[str]:
@@ -302,6 +307,29 @@ def naive_breakdown(settings: Any, ids: list[str], n: int = 40) -> dict[str, flo
     return t
 
 
+def prediction_log_figures(url: str, settings: Any) -> dict[str, float]:
+    """What the log-on server wrote and dropped (its metrics) and the rows in the table."""
+    import sqlalchemy as sa
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streamflow.db.engine import get_engine
+
+    out = {"written": 0.0, "dropped": 0.0, "flushes": 0.0, "flush_seconds": 0.0}
+    for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in fam.samples:
+            if sample.name == "streamflow_prediction_log_written_total":
+                out["written"] += sample.value
+            elif sample.name == "streamflow_prediction_log_dropped_total":
+                out["dropped"] += sample.value
+            elif sample.name == "streamflow_prediction_log_flush_seconds_count" and sample.labels["outcome"] == "ok":
+                out["flushes"] += sample.value
+            elif sample.name == "streamflow_prediction_log_flush_seconds_sum" and sample.labels["outcome"] == "ok":
+                out["flush_seconds"] += sample.value
+    with get_engine(settings).connect() as conn:
+        out["rows"] = float(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
+    return out
+
+
 def ours_breakdown(url: str) -> dict[str, float]:
     """Mean feature-lookup, inference and in-app time per /predict, from our own metrics."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -366,6 +394,8 @@ def render(runs: list[Run], meta: dict[str, Any]) -> str:
     nb, ob = meta["naive_breakdown"], meta["ours_breakdown"]
     nv_seq, nv_c8 = _median(runs, "naive", 1), _median(runs, "naive", 8)
     us_seq, us_c8 = _median(runs, "ours", 1), _median(runs, "ours", 8)
+    nl_seq, nl_c8 = _median(runs, "ours_nolog", 1), _median(runs, "ours_nolog", 8)
+    plog = meta["prediction_log"]
     loads = [r.loadavg_1m for r in runs]
     per_run = ", ".join(
         f"{r.server} c{r.connections}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} ms" for r in runs
@@ -398,6 +428,26 @@ def render(runs: list[Run], meta: dict[str, Any]) -> str:
         f"| **{nv_c8.p99_ms / us_c8.p99_ms:.0f}× lower** | | |",
         "",
         "Targets: ≥ 100× the naive throughput at 8 connections, p99 ≤ 10 ms there, sequential p50 ≤ 1.5 ms.",
+        "",
+        "### The prediction log's cost (same run)",
+        "",
+        "`ours` records every prediction (the default); `ours_nolog` is the same server with "
+        "`STREAMFLOW_PREDICTION_LOG_ENABLED=false`.",
+        "",
+        "| | sequential p50 | req/s at 8 connections | p99 at 8 connections | RSS after load |",
+        "|---|---|---|---|---|",
+        f"| log on (`ours`) | {us_seq.p50_ms:.2f} ms | {us_c8.rps:,.0f} | {us_c8.p99_ms:.2f} ms "
+        f"| {meta['rss']['ours']:.0f} MB |",
+        f"| log off | {nl_seq.p50_ms:.2f} ms | {nl_c8.rps:,.0f} | {nl_c8.p99_ms:.2f} ms "
+        f"| {meta['rss']['ours_nolog']:.0f} MB |",
+        f"| **on / off** | {us_seq.p50_ms / nl_seq.p50_ms:.2f}× | **{us_c8.rps / nl_c8.rps:.1%}** "
+        f"| {us_c8.p99_ms / nl_c8.p99_ms:.2f}× | |",
+        "",
+        f"Targets: log on ≥ 90 % of log off's throughput at 8 connections, p99 ≤ 10 ms. The log-on server "
+        f"wrote {plog['written']:,.0f} predictions in {plog['flushes']:,.0f} COPYs "
+        f"(mean {plog['flush_seconds'] / max(plog['flushes'], 1) * 1000:.1f} ms each, one per second) and dropped "
+        f"{plog['dropped']:,.0f}; the table holds {plog['rows']:,.0f} rows (the {us_seq.requests + us_c8.requests:,} "
+        "requests measured plus the agreement check and warm-up).",
         "",
         f"Every measurement: {per_run}.",
         "",
@@ -466,9 +516,10 @@ def main() -> None:
         rss: dict[str, float] = {}
         agree = (0, 0)
         ours_parts: dict[str, float] = {}
+        log_figures: dict[str, float] = {}
         started: dict[str, ManagedProcess] = {}
         try:
-            for name, program in (("naive", NAIVE), ("ours", OURS)):
+            for name, program in SERVERS:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 t_start = time.perf_counter()
@@ -479,7 +530,7 @@ def main() -> None:
                     ready=http_ready(f"{url}/ready"),
                     timeout=READY_TIMEOUT,
                     url=url,
-                    env=env,
+                    env={**env, **SERVER_ENV.get(name, {})},
                     address=("127.0.0.1", port),
                 )
                 started[name] = srv
@@ -509,6 +560,8 @@ def main() -> None:
             for name, srv in started.items():
                 rss[name] = rss_mb(srv.pid)
             ours_parts = ours_breakdown(started["ours"].url)
+            time.sleep(2)  # the log's last flush of the run (every second)
+            log_figures = prediction_log_figures(started["ours"].url, settings)
         finally:
             for srv in started.values():
                 supervisor.stop_process(srv, timeout=20.0)
@@ -527,6 +580,7 @@ def main() -> None:
         "agree": agree,
         "naive_breakdown": naive_parts,
         "ours_breakdown": ours_parts,
+        "prediction_log": log_figures,
     }
     section = render(runs, meta)
     print()

@@ -39,6 +39,8 @@ seeds_app = typer.Typer(help="Synthetic month data in the course schema.", no_ar
 app.add_typer(seeds_app, name="seeds")
 dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")
+predictions_app = typer.Typer(help="The prediction log: every prediction the API served.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
 console = Console(stderr=True)
 out = Console()
 
@@ -233,6 +235,13 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
         auc = f"{m['val_auc']:.4f}" if m["val_auc"] is not None else "-"
         models.add_row(m["version"], ",".join(m["aliases"]), str(m["as_of"]), auc, m["run_id"])
     out.print(models)
+    logged = st["predictions"]
+    per_version = ", ".join(f"v{v}: {n:,}" for v, n in logged["by_model_version"].items())
+    out.print(
+        f"prediction log: {logged['rows']:,} predictions"
+        + (f" ({per_version}), served {logged['first']} … {logged['last']}" if logged["rows"] else ""),
+        highlight=False,
+    )
 
 
 @command(app)
@@ -279,12 +288,59 @@ def performance(
             fmt(m["brier"]),
             f"{fmt(m['predicted_churn_rate'])}/{fmt(m['actual_churn_rate'])}",
         )
+    for r in results:
+        for s in r.served:
+            m = s.metrics
+            table.add_row(
+                s.as_of,
+                f"v{s.model_version} served",
+                str(s.n),
+                fmt(m["auc"]),
+                fmt(m["f1"]),
+                fmt(m["precision"]),
+                fmt(m["recall"]),
+                fmt(m["accuracy"]),
+                fmt(m["brier"]),
+                f"{fmt(m['predicted_churn_rate'])}/{fmt(m['actual_churn_rate'])}",
+            )
     out.print(table)
     for r in results:
         val = f"{r.validation_auc:.4f}" if r.validation_auc is not None else "n/a"
         unseen = r.unseen
         extra = f"; unseen users: AUC {fmt(unseen.metrics['auc'])} (n={unseen.n:,})" if unseen else ""
         out.print(f"{r.as_of}: v{r.model_version} — {r.version_reason}; validation AUC {val}{extra}")
+
+
+@command(predictions_app, "prune")
+def predictions_prune(
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            min=0,
+            help="Delete the predictions served more than DAYS days ago (whole UTC days: up to one day more is kept).",
+            metavar="DAYS",
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Retention of the prediction log: drop its daily partitions older than DAYS (no DELETE, no bloat)."""
+    from streamflow.db.predictions import prune_predictions
+
+    settings = _settings()
+    result = prune_predictions(settings, older_than, dry_run=dry_run)
+    if json_out:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    days = ", ".join(p.day.isoformat() for p in result.partitions)
+    out.print(
+        f"{verb} {result.rows:,} predictions served before {result.cutoff} 00:00 UTC "
+        f"({len(result.partitions)} daily partition{'' if len(result.partitions) == 1 else 's'}"
+        f"{': ' + days if days else ''})",
+        highlight=False,
+    )
 
 
 @command(seeds_app, "generate")

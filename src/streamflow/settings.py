@@ -81,6 +81,62 @@ class Settings(BaseSettings):
     api_url: str | None = Field(None, description="URL the load generator and reports use for the API.")
     model_poll_seconds: float = Field(10.0, description="How often the API checks the production alias.")
     feature_poll_seconds: float = Field(2.0, description="How often the API checks the online store.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of POST /admin/reload (at least 16 characters, compared in constant time). "
+        "Unset: the endpoint is off (404).",
+    )
+    admin_reload_cooldown_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="After a reload through /admin/reload, the next one is refused (429 + Retry-After) for this "
+        "long: loading a model is expensive, an abusive token holder must not keep the API loading.",
+    )
+    api_limit_concurrency: int | None = Field(
+        1024,
+        ge=1,
+        description="Per worker: open connections + requests in progress beyond which new requests are shed "
+        "(503 + Retry-After; uvicorn's limit_concurrency). /health, /ready and /metrics are never shed.",
+    )
+    api_max_requests_per_client: int | None = Field(
+        64,
+        ge=1,
+        description="Per worker: requests in progress (queued or running) from one client address beyond which "
+        "its new requests are shed (503 + Retry-After). Behind a proxy every client is the proxy: raise it.",
+    )
+    api_graceful_shutdown_seconds: int = Field(
+        5,
+        ge=1,
+        description="On SIGTERM, wait at most this long for requests in progress (uvicorn); then the prediction "
+        "log is flushed (prediction_log_shutdown_seconds). Together they stay below Docker's 10 s grace.",
+    )
+
+    # Prediction log (every prediction served, written off the request path) -----------
+    prediction_log_enabled: bool = Field(True, description="Record every served prediction in `predictions`.")
+    prediction_log_buffer_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Per worker: rows waiting to be written (or being written); beyond it new rows are dropped "
+        "and counted. Size it above the peak rows/s times prediction_log_flush_seconds.",
+    )
+    prediction_log_flush_seconds: float = Field(
+        1.0, gt=0, description="The background writer COPYs the buffered rows this often."
+    )
+    prediction_log_retries: int = Field(
+        3, ge=0, description="A failed write of a batch is retried this many times (backoff) before it is dropped."
+    )
+    prediction_log_retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between two attempts (the backoff doubles from the flush interval)."
+    )
+    prediction_log_db_timeout_seconds: float = Field(
+        5.0, gt=0, description="Connect and statement timeout of the prediction log's writes."
+    )
+    prediction_log_shutdown_seconds: float = Field(
+        3.0, gt=0, description="At shutdown, the last flush may take at most this long."
+    )
+    prediction_log_prune_lock_timeout_seconds: float = Field(
+        30.0, gt=0, description="`predictions prune` waits this long for the writers' locks before giving up."
+    )
 
     prometheus_port: int = 9090
     prometheus_url: str | None = None
@@ -159,6 +215,19 @@ class Settings(BaseSettings):
     @classmethod
     def _no_placeholder_secret(cls, v: SecretStr | None) -> SecretStr | None:
         _refuse_placeholder("PREFECT_API_AUTH_STRING", v.get_secret_value() if v is not None else None)
+        return v
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _strong_admin_token(cls, v: SecretStr | None) -> SecretStr | None:
+        _refuse_placeholder("STREAMFLOW_ADMIN_TOKEN", v.get_secret_value() if v is not None else None)
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("admin_token must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return v
 
     @field_validator("log_level", mode="before")

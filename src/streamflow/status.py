@@ -1,5 +1,5 @@
-"""What is in the system: snapshots per as_of (row counts, churn rate) and registered
-model versions with the production alias."""
+"""What is in the system: snapshots per as_of (row counts, churn rate), the online store,
+registered model versions with the production alias, and the prediction log."""
 
 from __future__ import annotations
 
@@ -57,8 +57,11 @@ def online_store_status(settings: Settings) -> dict[str, Any]:
 
 
 def system_status(settings: Settings) -> dict[str, Any]:
+    from streamflow.db.predictions import prediction_stats
+
     return {
         "snapshots": snapshot_status(settings),
         "online_store": online_store_status(settings),
         "models": model_status(settings),
+        "predictions": prediction_stats(settings),
     }

@@ -70,17 +70,33 @@ def build_served(seeds: Path, home: Path, n_estimators: int = 40) -> Served:
     return Served(settings, pipe, model, onnx_bytes, snapshot, online)
 
 
-def make_app(served: Served, *, fast_path: bool = True, db_ok: bool = True, with_model: bool = True) -> FastAPI:
+def served_settings(served: Served, **overrides: Any) -> Settings:
+    """The served settings with some fields changed (validated, like the environment would be)."""
+    return Settings(**{**served.settings.model_dump(), **overrides})
+
+
+def make_app(
+    served: Served,
+    *,
+    fast_path: bool = True,
+    db_ok: bool = True,
+    with_model: bool = True,
+    with_features: bool = True,
+    **settings: Any,
+) -> FastAPI:
+    """The app over the served model and snapshot, no background threads (the prediction log
+    only buffers: its rows are in ``app.state.service.log``); ``settings`` override fields."""
+    config = served_settings(served, **settings) if settings else served.settings
     metrics = ApiMetrics()
-    holder = ModelHolder(served.settings, metrics)
+    holder = ModelHolder(config, metrics)
     if with_model:
         holder.install(served.model)
-    mirror = FeatureMirror(served.settings)
-    mirror.snapshot = served.snapshot
+    mirror = FeatureMirror(config)
+    mirror.snapshot = served.snapshot if with_features else None
     mirror.db_ok = db_ok
     if not db_ok:
         mirror.last_error = "OperationalError: connection refused"
-    return create_app(served.settings, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
+    return create_app(config, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
 
 
 def free_port() -> int:
@@ -90,11 +106,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_in_thread(app: FastAPI, start_timeout: float = 30.0) -> Iterator[str]:
+def uvicorn_in_thread(app: FastAPI, start_timeout: float = 30.0, settings: Settings | None = None) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields its URL and
-    always shuts the server down."""
+    always shuts the server down. With ``settings``: uvicorn configured as ``streamflow serve``
+    configures it (``serving.server.uvicorn_options``: httptools, overload limits)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    if settings is not None:
+        from streamflow.serving.limits import configure
+        from streamflow.serving.server import uvicorn_options
+
+        configure(settings)
+        config = uvicorn.Config(app, **{**uvicorn_options(settings, "127.0.0.1", port), "log_level": "warning"})
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     try:

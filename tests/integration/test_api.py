@@ -1,23 +1,19 @@
 """The prediction API as a real server process over the course stack (embedded
 PostgreSQL, Feast online store, MLflow registry): contract, metrics, feature-mirror
 invalidation by materialization, hot reload under traffic, failed loads, database
-outage and recovery, and multi-worker metrics. Every server started here is stopped."""
+outage (served from the mirror) and recovery, and multi-worker metrics. Every server
+started here is stopped. Helpers: tests/helpers/api.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,86 +22,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.db.engine import get_engine
 from streamflow.features.dataset import coerce_feature_dtypes
 from streamflow.schema import ENTITY, FEATURES
+from streamflow.serving.metrics import METRIC_PREFIXES
+from tests.helpers.api import (
+    AUTH,
+    READY_TIMEOUT,
+    ApiProcess,
+    Traffic,
+    api_env,
+    predict,
+    scrape,
+    start_database,
+    stop_database,
+    value,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 ONLINE_AS_OF = "2024-02-29"
-READY_TIMEOUT = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if predicate():
-                return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-class ApiProcess:
-    """`python -m streamflow.serving` in its own session; stop() always terminates it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        cmd = [sys.executable, "-m", "streamflow.serving", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--workers", str(workers)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"API exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
-
-        wait_for(ready, timeout, "the API to become ready")
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-
-def api_env(stack: Any, **extra: str) -> dict[str, str]:
-    env = stack.env()
-    env.update(
-        {
-            "STREAMFLOW_MODEL_POLL_SECONDS": "1",
-            "STREAMFLOW_FEATURE_POLL_SECONDS": "0.5",
-            "STREAMFLOW_LOG_LEVEL": "INFO",
-            **extra,
-        }
-    )
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return env
 
 
 @pytest.fixture(scope="module")
 def api(course_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    server = ApiProcess(api_env(course_stack), tmp_path_factory.mktemp("api") / "api.log")
+    server = ApiProcess(api_env(course_stack.env()), tmp_path_factory.mktemp("api") / "api.log")
     try:
         server.wait_ready()
         yield server
@@ -128,25 +71,6 @@ def production(course_stack: Any) -> Any:
     return info
 
 
-def scrape(url: str) -> dict[str, Any]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {f.name: f for f in text_string_to_metric_families(text)}
-
-
-def value(fams: dict[str, Any], family: str, sample: str, **labels: str) -> float:
-    if family not in fams:
-        return 0.0
-    return sum(
-        s.value
-        for s in fams[family].samples
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def predict(client: httpx.Client, url: str, user_id: str) -> httpx.Response:
-    return client.post(f"{url}/predict", json={"user_id": user_id}, timeout=10)
-
-
 # ---- contract ---------------------------------------------------------------------------
 def test_predict_serves_online_features_and_the_production_model(
     api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
@@ -164,7 +88,7 @@ def test_predict_serves_online_features_and_the_production_model(
     with httpx.Client() as client:
         bodies = []
         for uid in sample:
-            r = predict(client, api.url, uid)
+            r = predict(client, api.url, uid, features=True)
             assert r.status_code == 200, r.text
             bodies.append(r.json())
     used = coerce_feature_dtypes(pd.DataFrame([{ENTITY: b["user_id"], **b["features_used"]} for b in bodies]))
@@ -280,7 +204,7 @@ def test_materialization_invalidates_the_mirror(api: ApiProcess, course_stack: A
     changed = 987.25
 
     def served_watch_hours(client: httpx.Client) -> float:
-        return float(predict(client, api.url, uid).json()["features_used"]["watch_hours_30d"])
+        return float(predict(client, api.url, uid, features=True).json()["features_used"]["watch_hours_30d"])
 
     with httpx.Client() as client:
         assert served_watch_hours(client) == pytest.approx(original)
@@ -299,39 +223,6 @@ def test_materialization_invalidates_the_mirror(api: ApiProcess, course_stack: A
 
 
 # ---- hot reload -------------------------------------------------------------------------
-class Traffic:
-    """Steady /predict traffic in a thread, recording (status, model_version)."""
-
-    def __init__(self, url: str, ids: list[str]) -> None:
-        self.url, self.ids = url, ids
-        self.results: list[tuple[int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rng = random.Random(1)
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    r = predict(client, self.url, rng.choice(self.ids))
-                    version = r.json().get("model_version") if r.status_code == 200 else None
-                    self.results.append((r.status_code, version))
-                except httpx.HTTPError as exc:
-                    self.results.append((-1, type(exc).__name__))
-                time.sleep(0.002)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def latest_version(self) -> str | None:
-        return self.results[-1][1] if self.results else None
-
-
 def test_reload_switches_versions_under_traffic(
     api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
 ) -> None:
@@ -347,7 +238,7 @@ def test_reload_switches_versions_under_traffic(
             time.sleep(0.3)
             # Back again, this time through POST /admin/reload (no waiting for the poll).
             course_stack.promote(original, "test: hot reload by admin")
-            r = httpx.post(f"{api.url}/admin/reload", timeout=60)
+            r = httpx.post(f"{api.url}/admin/reload", headers=AUTH, timeout=60)
             assert r.status_code == 200 and r.json()["version"] == original
             time.sleep(0.5)
             assert traffic.latest_version() == original
@@ -391,7 +282,7 @@ def test_failed_load_keeps_serving_the_old_model(
     try:
         with Traffic(api.url, user_ids) as traffic:
             course_stack.promote(str(broken.version), "test: broken version")
-            r = httpx.post(f"{api.url}/admin/reload", timeout=60)
+            r = httpx.post(f"{api.url}/admin/reload", headers=AUTH, timeout=60)
             assert r.status_code == 503 and f"serving version {production.version}" in r.json()["detail"]
             wait_for(
                 lambda: (
@@ -411,43 +302,32 @@ def test_failed_load_keeps_serving_the_old_model(
 
 
 # ---- database outage --------------------------------------------------------------------
-def _pg(settings: Any) -> Any:
-    from streamflow.db.embedded import open_server
-
-    return open_server(settings)[0]  # this process's handle (attached by the stack fixture)
-
-
-def stop_database(settings: Any) -> None:
-    _pg(settings).pg_ctl("-w", "-m", "fast", "stop", timeout=30)
-
-
-def start_database(settings: Any) -> None:
-    server = _pg(settings)
-    with server._lock:
-        server.ensure_postgres_running()
-
-
-def test_database_outage_gives_503_then_recovers(api: ApiProcess, course_stack: Any, user_ids: list[str]) -> None:
+def test_database_outage_keeps_serving_from_the_mirror_then_recovers(
+    api: ApiProcess, course_stack: Any, user_ids: list[str]
+) -> None:
+    """The mirror holds the online store's last snapshot: while the database is down,
+    /predict keeps answering from it and /ready reports the outage; both recover by themselves
+    when it is back. (What the prediction log does meanwhile: tests/faults/test_api_faults.py.)"""
     settings = course_stack.settings
     if settings.database_url:
         pytest.skip("external database: not ours to stop")
     uid = user_ids[3]
     with httpx.Client() as client:
-        assert predict(client, api.url, uid).status_code == 200
+        expected = predict(client, api.url, uid).json()
         stop_database(settings)
         try:
-            wait_for(lambda: predict(client, api.url, uid).status_code == 503, 20, "503 after the database stopped")
+            wait_for(lambda: client.get(f"{api.url}/ready").status_code == 503, 20, "/ready to see the outage")
+            assert client.get(f"{api.url}/ready").json()["features"]["reachable"] is False
             r = predict(client, api.url, uid)
-            assert "feature store unreachable" in r.json()["detail"]
-            assert client.get(f"{api.url}/ready").status_code == 503
+            assert r.status_code == 200 and r.json() == expected
+            assert client.post(f"{api.url}/predict/batch", json={"user_ids": [uid]}).status_code == 200
             assert client.get(f"{api.url}/health").status_code == 200
-            assert client.post(f"{api.url}/predict/batch", json={"user_ids": [uid]}).status_code == 503
         finally:
             start_database(settings)
-        wait_for(lambda: predict(client, api.url, uid).status_code == 200, 30, "recovery after the restart")
-        assert client.get(f"{api.url}/ready").status_code == 200
+        wait_for(lambda: client.get(f"{api.url}/ready").status_code == 200, 30, "recovery after the restart")
+        assert predict(client, api.url, uid).status_code == 200
     fams = scrape(api.url)
-    assert value(fams, "api_requests", "api_requests_total", endpoint="/predict", status="503") >= 2
+    assert value(fams, "api_requests", "api_requests_total", endpoint="/predict", status="503") == 0
     assert value(fams, "api_requests", "api_requests_total", status="500") == 0
     logs = api.logs()
     assert "event=feature_store_unreachable" in logs and "event=feature_store_reachable" in logs
@@ -476,7 +356,7 @@ def _per_pid_counts(directory: Path) -> dict[int, float]:
 def test_two_workers_metrics_add_up(course_stack: Any, user_ids: list[str], tmp_path: Path) -> None:
     from streamflow.serving.server import multiproc_dir
 
-    server = ApiProcess(api_env(course_stack), tmp_path / "api2.log", workers=2)
+    server = ApiProcess(api_env(course_stack.env()), tmp_path / "api2.log", workers=2)
     directory = Path(multiproc_dir(course_stack.settings))
     try:
         server.wait_ready()
@@ -494,7 +374,7 @@ def test_two_workers_metrics_add_up(course_stack: Any, user_ids: list[str], tmp_
             r = httpx.post(f"{server.url}/predict", json={"user_id": uid}, headers={"connection": "close"})
             assert r.status_code == 200
         fams = scrape(server.url)
-        assert all(name.startswith("api_") for name in fams), sorted(fams)  # no library metrics leak in
+        assert all(name.startswith(METRIC_PREFIXES) for name in fams), sorted(fams)  # no library metrics leak in
         assert value(fams, "api_requests", "api_requests_total", endpoint="/predict", status="200") == n
         assert value(fams, "api_predictions", "api_predictions_total") == n
         assert value(fams, "api_churn_probability", "api_churn_probability_count") == n

@@ -46,7 +46,7 @@ OPERATIONS = {
 
 @pytest.fixture(scope="module")
 def api_url(served: Any) -> Iterator[str]:
-    with uvicorn_in_thread(make_app(served)) as url:
+    with uvicorn_in_thread(make_app(served, admin_token="docs-test-admin-token-0123")) as url:  # /admin/reload on
         yield url
 
 

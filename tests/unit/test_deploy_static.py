@@ -21,6 +21,7 @@ from streamflow.observability.dashboard import (
     render_legend,
     substitute_template_vars,
 )
+from streamflow.settings import Settings
 from tests.helpers.repo import COMPOSE, DASHBOARD, DOCKERFILE, ENV_EXAMPLE, GRAFANA, REPO, iter_panels
 
 DS = {"type": "prometheus", "uid": DATASOURCE_UID}
@@ -258,7 +259,10 @@ def test_compose_api_prefect_mlflow_wiring(compose: dict[str, Any]) -> None:
     # the API starts once the one-shot bootstrap (seeds → ingest → train) has succeeded
     assert services["init"]["command"] == ["streamflow", "bootstrap"]
     assert api["depends_on"]["init"] == {"condition": "service_completed_successfully"}
-    assert services["init"]["environment"] == api["environment"]
+    # the same settings, plus the API's own optional admin token (off unless .env sets it)
+    api_env = dict(api["environment"])
+    assert api_env.pop("STREAMFLOW_ADMIN_TOKEN") == "${STREAMFLOW_ADMIN_TOKEN:-}"
+    assert services["init"]["environment"] == api_env
     assert api["command"] == ["streamflow", "serve", "--host", "0.0.0.0", "--port", "8000"]
     env = api["environment"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -368,8 +372,9 @@ def test_api_health_is_readiness_and_shutdown_fits_the_grace_period(compose: dic
     api = compose["services"]["api"]
     probe = " ".join(api["healthcheck"]["test"])
     assert "/ready" in probe and "/health'" not in probe  # an API that never becomes ready is unhealthy
-    server = (REPO / "src" / "streamflow" / "serving" / "server.py").read_text()
-    graceful = int(re.search(r'"timeout_graceful_shutdown":\s*(\d+)', server)[1])  # type: ignore[index]
+    # uvicorn's graceful shutdown of `streamflow serve` + the prediction log's last flush
+    defaults = Settings()
+    graceful = defaults.api_graceful_shutdown_seconds + defaults.prediction_log_shutdown_seconds
     grace = re.fullmatch(r"(\d+)s", api["stop_grace_period"])
     assert grace and int(grace[1]) > graceful, "Docker would SIGKILL the API during its graceful shutdown"
 

@@ -35,6 +35,8 @@ import typer.main
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+from streamflow.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "services" / "k8s"
 COMPOSE = REPO / "docker-compose.yml"
@@ -65,6 +67,7 @@ SECRET_KEYS_EXAMPLES = {
     "streamflow-postgres": K8S / "secrets" / "postgres.env.example",
     "streamflow-prefect": K8S / "secrets" / "prefect.env.example",
     "grafana-admin": K8S / "secrets" / "grafana.env.example",
+    "streamflow-api": K8S / "secrets" / "api.env.example",
 }
 # these may take traffic from anywhere in the cluster; everything else only from named pods
 CLUSTER_WIDE_INGRESS = {"api", "grafana"}
@@ -291,9 +294,10 @@ def test_api_probes_ports_and_graceful_termination(m: Manifests) -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert probe_port(container[probe]) == port, probe
-    # uvicorn's graceful shutdown of `streamflow serve` + the preStop pause fit in the grace period
-    server = (REPO / "src" / "streamflow" / "serving" / "server.py").read_text()
-    graceful = int(re.search(r'"timeout_graceful_shutdown":\s*(\d+)', server)[1])  # type: ignore[index]
+    # uvicorn's graceful shutdown of `streamflow serve` + the prediction log's last flush + the
+    # preStop pause fit in the grace period
+    defaults = Settings()
+    graceful = defaults.api_graceful_shutdown_seconds + defaults.prediction_log_shutdown_seconds
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     assert pod["spec"]["terminationGracePeriodSeconds"] > graceful + int(pre_stop[1])
@@ -447,10 +451,18 @@ def test_images_match_docker_compose(m: Manifests, compose: dict[str, Any]) -> N
 
 
 def test_streamflow_env_names_and_values_match_compose(m: Manifests, compose: dict[str, Any]) -> None:
-    expected: dict[str, str] = compose["services"]["api"]["environment"]
+    expected_api: dict[str, str] = compose["services"]["api"]["environment"]
+    # the API's own optional admin token: compose passes ${STREAMFLOW_ADMIN_TOKEN:-}, Kubernetes an
+    # optional Secret key; the other workloads do not get it
+    admin = "STREAMFLOW_ADMIN_TOKEN"
     secret_vars = set(env_file(SECRET_KEYS_EXAMPLES["streamflow-postgres"]))
     for name, kind in STREAMFLOW_WORKLOADS.items():
         env = resolved_env(m, m.container(kind, name))
+        expected = {k: v for k, v in expected_api.items() if k != admin}
+        if name == "api":
+            assert env.pop(admin) == {
+                "secretKeyRef": {"name": "streamflow-api", "key": admin, "optional": True}
+            }
         extra = MONITOR_EXTRA_ENV if name == "monitor" else set()
         assert set(env) == set(expected) | extra, f"{name}: {set(env) ^ (set(expected) | extra)}"
         if name == "monitor":

@@ -48,7 +48,7 @@ def sample_value(families: dict[str, Any], name: str, sample: str, **labels: str
 def test_predict_contract_and_probability_equals_pipeline(client: TestClient, served: Served) -> None:
     rows = served.online.sample(25, random_state=1)
     for _, row in rows.iterrows():
-        r = client.post("/predict", json={"user_id": row[ENTITY]})
+        r = client.post("/predict?features=true", json={"user_id": row[ENTITY]})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/json"
         body = r.json()
@@ -72,7 +72,7 @@ def test_predict_contract_and_probability_equals_pipeline(client: TestClient, se
 
 def test_users_without_plan_flags_are_scored(client: TestClient, served: Served) -> None:
     uid = served.online.loc[served.online["plan_stream_tv"].isna(), ENTITY].iloc[0]
-    body = client.post("/predict", json={"user_id": uid}).json()
+    body = client.post("/predict", params={"features": "true"}, json={"user_id": uid}).json()
     assert body["features_used"]["plan_stream_tv"] is None
     assert 0.0 <= body["churn_probability"] <= 1.0
 
@@ -121,16 +121,21 @@ def test_64_char_id_is_accepted_as_a_lookup(client: TestClient) -> None:
 
 def test_batch(client: TestClient, served: Served) -> None:
     ids = [*served.user_ids[:5], "0000-NOPE", served.user_ids[0]]
-    r = client.post("/predict/batch", json={"user_ids": ids})
+    r = client.post("/predict/batch?features=true", json={"user_ids": ids})
     assert r.status_code == 200
     body = r.json()
     assert body["model_version"] == VERSION
     assert body["unknown_user_ids"] == ["0000-NOPE"]
     assert body["count"] == 6
     assert [p["user_id"] for p in body["predictions"]] == [*served.user_ids[:5], served.user_ids[0]]
-    single = client.post("/predict", json={"user_id": served.user_ids[3]}).json()
+    single = client.post("/predict?features=true", json={"user_id": served.user_ids[3]}).json()
     assert body["predictions"][3]["churn_probability"] == single["churn_probability"]
     assert body["predictions"][3]["features_used"] == single["features_used"]
+    plain = client.post("/predict/batch", json={"user_ids": ids}).json()
+    assert all(set(p) == {"user_id", "prediction", "churn_probability"} for p in plain["predictions"])
+    assert [p["churn_probability"] for p in plain["predictions"]] == [
+        p["churn_probability"] for p in body["predictions"]
+    ]
 
 
 def test_batch_limits(client: TestClient, served: Served) -> None:
@@ -154,16 +159,25 @@ def test_oversized_body_is_rejected_without_5xx(client: TestClient) -> None:
     assert r.status_code in (413, 422)
 
 
-def test_503_when_feature_store_unreachable(served: Served) -> None:
+def test_database_outage_keeps_serving_the_loaded_features(served: Served) -> None:
+    """The mirror holds the online store's last snapshot: a database outage does not stop
+    predictions (``/ready`` reports it)."""
     with TestClient(make_app(served, db_ok=False), raise_server_exceptions=False) as c:
+        r = c.post("/predict", json={"user_id": served.user_ids[0]})
+        assert r.status_code == 200, r.text
+        assert c.post("/predict/batch", json={"user_ids": served.user_ids[:2]}).status_code == 200
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and ready.json()["features"]["reachable"] is False
+        assert c.get("/health").status_code == 200
+
+
+def test_503_when_features_never_loaded_and_store_unreachable(served: Served) -> None:
+    with TestClient(make_app(served, db_ok=False, with_features=False), raise_server_exceptions=False) as c:
         r = c.post("/predict", json={"user_id": served.user_ids[0]})
         assert r.status_code == 503
         assert "feature store unreachable" in r.json()["detail"]
         assert r.headers.get("retry-after")
         assert c.post("/predict/batch", json={"user_ids": served.user_ids[:2]}).status_code == 503
-        ready = c.get("/ready")
-        assert ready.status_code == 503 and ready.json()["features"]["reachable"] is False
-        assert c.get("/health").status_code == 200
 
 
 def test_503_when_no_model(served: Served) -> None:
@@ -188,7 +202,9 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert {"200", "404", "422", "503"} <= set(post["responses"])
     schema_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert spec["components"]["schemas"][schema_ref]["examples"] == [{"user_id": "7590-VHVEG"}]
-    assert "/predict/batch" in spec["paths"] and "/admin/reload" in spec["paths"]
+    assert "/predict/batch" in spec["paths"]
+    assert "/admin/reload" not in spec["paths"]  # no admin token: the endpoint is off
+    assert client.post("/admin/reload").status_code == 404
 
 
 def test_unhandled_error_is_json_500_without_traceback(served: Served) -> None:
@@ -233,6 +249,11 @@ def test_metrics_names_types_labels_and_counts(client: TestClient, served: Serve
         "api_model_info": "gauge",
         "api_model_loads": "counter",
         "api_model_load_failures": "counter",
+        "api_requests_shed": "counter",
+        "streamflow_prediction_log_dropped": "counter",
+        "streamflow_prediction_log_written": "counter",
+        "streamflow_prediction_log_flush_seconds": "histogram",
+        "streamflow_prediction_log_buffered_rows": "gauge",
     }
     for name, kind in expected_types.items():
         assert fam[name].type == kind, name

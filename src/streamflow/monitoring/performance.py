@@ -10,8 +10,12 @@ before — measured with the model's ONNX artefact and stored in ``model_perform
   one transaction;
 * :func:`version_for_month` — which version served a month: the one that held the production
   alias when the month was ingested (``model_alias_history`` vs ``ingestions.ingested_at``);
+* :func:`measure_served` — realized performance of what the API actually served: the
+  prediction log's rows whose features are of the month, latest per user and model version,
+  joined with the month's labels (population ``served``, one measurement per model version);
 * :func:`record_realized_performance` — what the monthly ingest orchestration calls right after
-  ingesting a month that has labels; :func:`measure_months` — ``streamflow performance``.
+  ingesting a month that has labels (it measures the served population too);
+  :func:`measure_months` — ``streamflow performance``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from streamflow.dates import parse_as_of
+from streamflow.dates import as_of_timestamp, parse_as_of
 from streamflow.errors import InputError
 from streamflow.monitoring.cbpe import DEFAULT_THRESHOLD, METRICS, CBPECalibration, estimate
 from streamflow.monitoring.production_model import ScoringModel, load_model_version, production_model_version
@@ -43,7 +47,7 @@ ESTIMATED = "estimated"
 SOURCES: tuple[str, ...] = (REALIZED, ESTIMATED)
 POPULATION_MONTH = "month"  # every user of the month that has a label (realized) / every user (estimated)
 POPULATION_UNSEEN = "unseen"  # the month's users the model was not trained on
-POPULATION_SERVED = "served"  # reserved: what the prediction log says was served
+POPULATION_SERVED = "served"  # what the prediction log says was served (latest per user and version)
 N_BINS = 10
 REALIZED_METRICS: tuple[str, ...] = (
     "auc",
@@ -301,14 +305,22 @@ def _engine(settings: Settings) -> sa.Engine:
     return engine
 
 
-def store_measurements(settings: Settings, measurements: Sequence[Measurement]) -> None:
+def store_measurements(
+    settings: Settings, measurements: Sequence[Measurement], *, replace_served_of: date | None = None
+) -> None:
     """Replace each measurement's (model_name, model_version, as_of, source, population) rows, all
     in one transaction (a failure leaves the previous rows in place). ``model_name`` is
-    ``settings.model_name``."""
-    if not measurements:
+    ``settings.model_name``. ``replace_served_of``: first delete every ``served`` measurement of
+    that month (whatever the version), so versions no longer in the prediction log disappear."""
+    if not measurements and replace_served_of is None:
         return
     computed_at = datetime.now(UTC)
     with _engine(settings).begin() as conn:
+        if replace_served_of is not None:
+            conn.execute(
+                sa.text("DELETE FROM model_performance WHERE model_name = :name AND as_of = :d AND population = :p"),
+                {"name": settings.model_name, "d": replace_served_of, "p": POPULATION_SERVED},
+            )
         for m in measurements:
             key = {
                 "name": settings.model_name,
@@ -331,6 +343,8 @@ def store_measurements(settings: Settings, measurements: Sequence[Measurement]) 
                 ),
                 [{**key, "metric": name, "value": value, "at": computed_at} for name, value in m.rows()],
             )
+    if not measurements:
+        return
     log.info(
         "event=performance_stored model=%s groups=%d rows=%d",
         settings.model_name,
@@ -373,6 +387,57 @@ def load_measurements(
             )
             g["metrics"][str(r.metric)] = r.value
     return list(groups.values())
+
+
+# --------------------------------------------------------------------------- served predictions
+SERVED_QUERY = sa.text(
+    "SELECT DISTINCT ON (p.model_version, p.user_id) p.model_version, p.user_id, p.churn_probability, "
+    "l.churn_label FROM predictions p JOIN labels_snapshots l ON l.user_id = p.user_id AND l.as_of = :ts "
+    "WHERE p.model_name = :name AND p.as_of = :d "
+    "ORDER BY p.model_version, p.user_id, p.served_at DESC, p.request_id DESC"
+)
+
+
+def served_predictions(settings: Settings, as_of: str | date) -> pd.DataFrame:
+    """The prediction log's rows whose features are of ``as_of`` and whose user has a label that
+    month: the latest prediction per (model_version, user_id), with the label. Columns:
+    ``model_version``, ``user_id``, ``churn_probability``, ``churn_label``."""
+    day = parse_as_of(as_of)
+    with _engine(settings).connect() as conn:
+        rows = conn.execute(SERVED_QUERY, {"name": settings.model_name, "d": day, "ts": as_of_timestamp(day)}).all()
+    return pd.DataFrame(rows, columns=["model_version", ENTITY, "churn_probability", LABEL])
+
+
+def measure_served(settings: Settings, as_of: str | date) -> list[Measurement]:
+    """Realized performance of what was actually served for month ``as_of``: per model version,
+    the same metrics and calibration bins as the ``month`` population, over the latest served
+    probability of each labelled user (:func:`served_predictions`). Empty when nothing was served."""
+    day = parse_as_of(as_of).isoformat()
+    frame = served_predictions(settings, day)
+    out = []
+    for version, group in frame.groupby("model_version", sort=True):
+        y = group[LABEL].astype(np.int64).to_numpy()
+        p = group["churn_probability"].to_numpy(dtype=np.float64)
+        out.append(
+            Measurement(str(version), day, REALIZED, POPULATION_SERVED, realized_metrics(y, p), calibration_bins(y, p))
+        )
+    return out
+
+
+def record_served_performance(settings: Settings, as_of: str | date) -> list[Measurement]:
+    """:func:`measure_served` and store it (replacing the month's earlier ``served`` rows)."""
+    day = parse_as_of(as_of)
+    served = measure_served(settings, day)
+    store_measurements(settings, served, replace_served_of=day)
+    for m in served:
+        log.info(
+            "event=served_performance as_of=%s model_version=%s auc=%s n=%d",
+            day,
+            m.model_version,
+            f"{m.metrics['auc']:.4f}" if m.metrics["auc"] is not None else None,
+            m.n,
+        )
+    return served
 
 
 # --------------------------------------------------------------------------- which version
@@ -425,6 +490,8 @@ class RealizedPerformance:
     measurements: tuple[Measurement, ...]
     validation_auc: float | None
     notes: dict[str, str] = field(default_factory=dict)
+    # what the API served with the month's features (and the previous month's), per model version
+    served: tuple[Measurement, ...] = ()
 
     @property
     def month(self) -> Measurement:
@@ -444,6 +511,7 @@ class RealizedPerformance:
             "realized": self.month.flat(),
             "realized_unseen": unseen.flat() if unseen else None,
             "calibration_bins": [b.as_dict() for b in self.month.calibration_bins],
+            "served": [{"as_of": m.as_of, "model_version": m.model_version, "metrics": m.flat()} for m in self.served],
             "notes": self.notes,
         }
 
@@ -461,11 +529,16 @@ def record_realized_performance(
     model_version: str | None = None,
     dataset: pd.DataFrame | None = None,
     model: ScoringModel | None = None,
+    served_previous_month: bool = True,
 ) -> RealizedPerformance:
     """Score month ``as_of`` (its point-in-time features, every user with a label) with the
     version that served it (:func:`version_for_month`; or ``model_version``), compute the realized
     metrics and store them (``model_performance``, source ``realized``, populations ``month`` and
-    ``unseen``), replacing an earlier measurement of the same version and month.
+    ``unseen``), replacing an earlier measurement of the same version and month; then measure
+    what the API actually served with that month's features (population ``served``,
+    :func:`measure_served`) — and, with ``served_previous_month``, with the previous labelled
+    month's: right after a month is ingested its features have not been served yet, while the
+    previous month's were served until now (its served measurement is complete).
 
     The monthly ingest orchestration calls this right after ingesting a month that has labels.
     Raises :class:`NoLabelsError` for a month without labels and
@@ -481,6 +554,11 @@ def record_realized_performance(
     frame = dataset if dataset is not None else _dataset(settings, day)
     measurements = measure_realized(scorer, frame, day)
     store_measurements(settings, measurements)
+    served = record_served_performance(settings, day)
+    if served_previous_month:
+        previous = [d for d in months_with_labels(settings) if d < day]
+        if previous:
+            served += record_served_performance(settings, previous[-1])
     notes = {}
     if scorer.trained_user_ids is None:
         notes["unseen"] = scorer.notes.get("trained_users", "training users unknown")
@@ -491,6 +569,7 @@ def record_realized_performance(
         measurements=tuple(measurements),
         validation_auc=scorer.validation_auc,
         notes=notes,
+        served=tuple(served),
     )
     m = result.month.metrics
     log.info(
@@ -552,7 +631,7 @@ def measure_months(
             say(f"loading model v{choice.version}")
             cache[choice.version] = load_model_version(settings, choice.version)
         say(f"scoring as_of={day} with v{choice.version}")
-        result = record_realized_performance(day, settings, model=cache[choice.version])
+        result = record_realized_performance(day, settings, model=cache[choice.version], served_previous_month=False)
         out.append(
             RealizedPerformance(
                 as_of=result.as_of,
@@ -561,6 +640,7 @@ def measure_months(
                 measurements=result.measurements,
                 validation_auc=result.validation_auc,
                 notes=result.notes,
+                served=result.served,
             )
         )
     return out

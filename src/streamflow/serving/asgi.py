@@ -5,8 +5,10 @@ A :class:`JsonEndpoint` declares one such endpoint once — request model, body 
 service call, and whether that call runs off the event loop. The same declaration backs
 its FastAPI endpoint (``routes/predict.py``: OpenAPI schema, reference behaviour) and
 :func:`fast_handler`, a plain ASGI handler with identical behaviour that validates the raw
-bytes with pydantic and skips FastAPI's dependency and response-model machinery
-(``create_app(fast_path=True)``, the default; the difference is measured in docs/serving.md).
+bytes with pydantic (and the one query parameter, ``features``, like FastAPI does) and skips
+FastAPI's dependency and response-model machinery (``create_app(fast_path=True)``, the
+default; the difference is measured in docs/serving.md). Every answer of the service carries
+its request id in ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamflow.serving.metrics import OTHER, ApiMetrics
-from streamflow.serving.service import PredictionService, error_body, response_headers
+from streamflow.serving.service import REQUEST_ID_HEADER, PredictionService, error_body, response_headers
 
 JSON = "application/json"
 MAX_ECHO = 200  # characters of an invalid input echoed back in a 422
 
+FEATURES_PARAM = "features"  # ?features=true: include features_used in the answer
+_REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
 Answer = tuple[int, bytes]  # (HTTP status, JSON body)
+# (service, validated request, request id, features) -> answer
+ServiceCall = Callable[[PredictionService, Any, str, bool], Answer]
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,21 @@ class JsonEndpoint:
     path: str
     request_model: type[BaseModel]
     max_body: int
-    call: Callable[[PredictionService, Any], Answer]
+    call: ServiceCall
     threadpool: bool  # run ``call`` in the threadpool (onnxruntime releases the GIL)
 
-    async def answer(self, service: PredictionService, request: BaseModel) -> Answer:
+    async def answer(self, service: PredictionService, request: BaseModel, request_id: str, features: bool) -> Answer:
         if self.threadpool:
-            return await run_in_threadpool(self.call, service, request)
-        return self.call(service, request)
+            return await run_in_threadpool(self.call, service, request, request_id, features)
+        return self.call(service, request, request_id, features)
 
 
-def json_response(status: int, body: bytes) -> Response:
+def json_response(status: int, body: bytes, request_id: str | None = None) -> Response:
     """A pre-encoded JSON answer as a Starlette response (the FastAPI path)."""
-    return Response(body, status_code=status, media_type=JSON, headers=response_headers(status) or None)
+    headers = response_headers(status)
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    return Response(body, status_code=status, media_type=JSON, headers=headers or None)
 
 
 @cache
@@ -60,19 +72,21 @@ def _raw_headers(status: int) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
-async def send_json(send: Send, status: int, body: bytes) -> None:
+async def send_json(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
     """The same answer sent as raw ASGI messages (the fast path)."""
     headers = [*_raw_headers(status), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((_REQUEST_ID, request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def validation_error(exc: ValidationError) -> RequestValidationError:
-    """pydantic's errors in FastAPI's 422 shape (``loc`` under ``body``, echo bounded)."""
+def validation_errors(exc: ValidationError, *where: str) -> list[dict[str, Any]]:
+    """pydantic's errors in FastAPI's 422 shape (``loc`` under ``where``, echo bounded)."""
     errors: list[dict[str, Any]] = []
     for err in exc.errors(include_url=False):
         e: dict[str, Any] = dict(err)
-        e["loc"] = ("body", *e.get("loc", ()))
+        e["loc"] = (*where, *e.get("loc", ()))
         if "ctx" in e:  # may hold exception objects: keep it JSON-safe
             e["ctx"] = {k: str(v) for k, v in e["ctx"].items()}
         raw = e.get("input")
@@ -82,7 +96,21 @@ def validation_error(exc: ValidationError) -> RequestValidationError:
             raw = raw[:MAX_ECHO] + "…"
         e["input"] = raw
         errors.append(e)
-    return RequestValidationError(errors)
+    return errors
+
+
+def features_option(query_string: bytes) -> tuple[bool, list[dict[str, Any]]]:
+    """``?features=…`` parsed as FastAPI parses a ``bool`` query parameter (the last value
+    wins; true/false, 1/0, yes/no, on/off, …; anything else is a 422): (value, errors)."""
+    if not query_string:
+        return False, []
+    values = [v for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if k == FEATURES_PARAM]
+    if not values:
+        return False, []
+    try:
+        return _BOOL.validate_python(values[-1]), []
+    except ValidationError as exc:
+        return False, validation_errors(exc, "query", FEATURES_PARAM)
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -115,16 +143,22 @@ def fast_handler(endpoint: JsonEndpoint) -> ASGIApp:
         if body is None:
             await send_json(send, 413, too_large)
             return
+        features, errors = features_option(scope["query_string"])
         try:
             request = validate(body)
         except ValidationError as exc:
-            raise validation_error(exc) from None
-        service = scope["app"].state.service
+            body_errors = validation_errors(exc, "body")
+            # FastAPI stops at a body that is not JSON, before looking at the parameters
+            errors = body_errors if body_errors[0]["type"] == "json_invalid" else [*errors, *body_errors]
+        if errors:
+            raise RequestValidationError(errors)
+        service: PredictionService = scope["app"].state.service
+        request_id = service.new_request_id()
         if threadpool:
-            status, payload = await run_in_threadpool(call, service, request)
+            status, payload = await run_in_threadpool(call, service, request, request_id, features)
         else:
-            status, payload = call(service, request)
-        await send_json(send, status, payload)
+            status, payload = call(service, request, request_id, features)
+        await send_json(send, status, payload, request_id)
 
     return handler
 

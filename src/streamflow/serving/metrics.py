@@ -56,7 +56,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 PROBABILITY_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 OTHER = "other"
-METRIC_PREFIX = "api_"
+# Families this process exposes (multi-process mode filters the shared directory by them).
+METRIC_PREFIXES: tuple[str, ...] = ("api_", "streamflow_prediction_log_")
 
 
 def multiprocess_enabled() -> bool:
@@ -108,7 +109,7 @@ class _ApiMetricsOnly(Collector):
         self.inner = inner
 
     def collect(self) -> Iterable[Metric]:
-        return (m for m in self.inner.collect() if m.name.startswith(METRIC_PREFIX))
+        return (m for m in self.inner.collect() if m.name.startswith(METRIC_PREFIXES))
 
 
 class ApiMetrics:
@@ -159,8 +160,38 @@ class ApiMetrics:
         )
         self.model_loads = Counter("api_model_loads_total", "Successful model loads.", registry=reg)
         self.model_load_failures = Counter("api_model_load_failures_total", "Failed model loads.", registry=reg)
+        self.shed = Counter(
+            "api_requests_shed",
+            "Requests answered 503 by a concurrency limit (limit: client = per client address, server = per worker).",
+            ("limit",),
+            registry=reg,
+        )
+        # The prediction log (serving/prediction_log.py).
+        self.log_written = Counter(
+            "streamflow_prediction_log_written", "Predictions written to the predictions table.", registry=reg
+        )
+        self.log_dropped = Counter(
+            "streamflow_prediction_log_dropped",
+            "Predictions not recorded (reason: buffer_full, write_failed, shutdown).",
+            ("reason",),
+            registry=reg,
+        )
+        self.log_flush_seconds = Histogram(
+            "streamflow_prediction_log_flush_seconds",
+            "Duration of one write of buffered predictions (COPY), by outcome (ok, error).",
+            ("outcome",),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.log_buffered = Gauge(
+            "streamflow_prediction_log_buffered_rows",
+            "Predictions waiting to be written (sampled by the writer).",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
 
         self._pred = {0: self.predictions.labels(prediction="0"), 1: self.predictions.labels(prediction="1")}
+        self._shed = {limit: self.shed.labels(limit=limit) for limit in ("client", "server")}
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._info_labels: tuple[str, str, str, str] | None = None
 
@@ -179,6 +210,9 @@ class ApiMetrics:
     def observe_prediction(self, prediction: int, probability: float) -> None:
         self._pred[prediction].inc()
         self.probability.observe(probability)
+
+    def observe_shed(self, limit: str) -> None:
+        self._shed[limit].inc()
 
     # model info ----------------------------------------------------------------------
     def set_model_info(self, name: str, version: str, as_of: str, run_id: str) -> None:

@@ -59,6 +59,18 @@ FeaturesUsed: type[BaseModel] = create_model(
 )
 
 
+def _no_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+# Present only when asked for (``?features=true``); never null.
+FEATURES_USED_FIELD: Any = Field(
+    default=None,
+    description="The features the model received; only with `?features=true`.",
+    json_schema_extra=_no_default,
+)
+
+
 class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -78,14 +90,14 @@ class PredictResponse(BaseModel):
     prediction: Literal[0, 1]
     churn_probability: float = Field(ge=0.0, le=1.0)
     model_version: str
-    features_used: FeaturesUsed
+    features_used: FeaturesUsed = FEATURES_USED_FIELD
 
 
 class BatchPrediction(BaseModel):
     user_id: str
     prediction: Literal[0, 1]
     churn_probability: float = Field(ge=0.0, le=1.0)
-    features_used: FeaturesUsed
+    features_used: FeaturesUsed = FEATURES_USED_FIELD
 
 
 class BatchPredictResponse(BaseModel):
