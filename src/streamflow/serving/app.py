@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from streamflow.serving.asgi import MetricsMiddleware, accelerate
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import OnlineFeatures, online_features
 from streamflow.serving.metrics import ApiMetrics, mark_this_process_dead, reap_dead_workers
 from streamflow.serving.model_holder import ModelHolder
 from streamflow.serving.routes import admin, ops, predict
@@ -44,7 +44,7 @@ def _lifespan(settings: Settings, start_background: bool, release_database_on_sh
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder: ModelHolder = app.state.holder
-        mirror: FeatureMirror = app.state.mirror
+        mirror: OnlineFeatures = app.state.mirror
         metrics: ApiMetrics = app.state.metrics
         if metrics.multiprocess:
             reap_dead_workers()
@@ -52,12 +52,15 @@ def _lifespan(settings: Settings, start_background: bool, release_database_on_sh
             holder.start()
             mirror.start()
         log.info(
-            "event=api_started pid=%d model=%s alias=%s model_poll_seconds=%s feature_poll_seconds=%s multiprocess=%s",
+            "event=api_started pid=%d model=%s alias=%s model_poll_seconds=%s feature_poll_seconds=%s "
+            "online_store=%s online_lookup=%s multiprocess=%s",
             os.getpid(),
             settings.model_name,
             settings.model_alias,
             settings.model_poll_seconds,
             settings.feature_poll_seconds,
+            settings.online_store,
+            mirror.mode,
             metrics.multiprocess,
         )
         try:
@@ -80,7 +83,7 @@ def create_app(
     settings: Settings,
     *,
     holder: ModelHolder | None = None,
-    mirror: FeatureMirror | None = None,
+    mirror: OnlineFeatures | None = None,
     metrics: ApiMetrics | None = None,
     start_background: bool = True,
     fast_path: bool = True,
@@ -92,7 +95,7 @@ def create_app(
     re-raises SIGTERM after a graceful shutdown, which skips atexit handlers."""
     metrics = metrics or (holder.metrics if holder is not None else ApiMetrics())
     holder = holder or ModelHolder(settings, metrics)
-    mirror = mirror or FeatureMirror(settings)
+    mirror = mirror or online_features(settings, metrics)
 
     app = FastAPIOffline(
         title="StreamFlow churn prediction API",

@@ -42,7 +42,7 @@ class JsonEndpoint:
     threadpool: bool  # run ``call`` in the threadpool (onnxruntime releases the GIL)
 
     async def answer(self, service: PredictionService, request: BaseModel) -> Answer:
-        if self.threadpool:
+        if self.threadpool or service.mirror.blocking:  # direct lookups do I/O
             return await run_in_threadpool(self.call, service, request)
         return self.call(service, request)
 
@@ -120,7 +120,7 @@ def fast_handler(endpoint: JsonEndpoint) -> ASGIApp:
         except ValidationError as exc:
             raise validation_error(exc) from None
         service = scope["app"].state.service
-        if threadpool:
+        if threadpool or service.mirror.blocking:  # direct lookups do I/O
             status, payload = await run_in_threadpool(call, service, request)
         else:
             status, payload = call(service, request)

@@ -1,6 +1,7 @@
 """The work behind ``/predict`` and ``/predict/batch``, shared by the FastAPI endpoints and
-the fast ASGI path: a mirror lookup, one onnxruntime call, and the JSON body assembled
-from the pre-encoded ``features_used`` of each user. Answers are ``(status, JSON bytes)``."""
+the fast ASGI path: an online-feature lookup (the in-process mirror, or a direct lookup in the
+online store), one onnxruntime call, and the JSON body with the ``features_used`` of each user.
+Answers are ``(status, JSON bytes)``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import numpy as np
 
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import FeatureRows, FeatureStoreUnavailable, OnlineFeatures
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.model_holder import LoadedModel, ModelHolder
 
@@ -39,7 +40,7 @@ class ServiceUnavailable(Exception):
 
 
 class PredictionService:
-    def __init__(self, metrics: ApiMetrics, holder: ModelHolder, mirror: FeatureMirror) -> None:
+    def __init__(self, metrics: ApiMetrics, holder: ModelHolder, mirror: OnlineFeatures) -> None:
         self.metrics = metrics
         self.holder = holder
         self.mirror = mirror
@@ -52,25 +53,27 @@ class PredictionService:
             raise ServiceUnavailable(self.mirror.unavailable_reason())
         return model
 
+    def _lookup(self, user_ids: list[str]) -> FeatureRows:
+        try:
+            return self.mirror.lookup(user_ids)
+        except FeatureStoreUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+
     def predict_one(self, user_id: str) -> tuple[int, bytes]:
         """(status, JSON body) for one user id (already validated)."""
-        try:
-            model = self._ready_model()
-        except ServiceUnavailable as exc:
-            return 503, error_body(exc.detail)
         m = self.metrics
         t0 = time.perf_counter()
-        snap = self.mirror.snapshot
-        assert snap is not None
-        i = snap.index.get(user_id)
-        if i is None:
+        try:
+            model = self._ready_model()
+            rows = self._lookup([user_id])
+        except ServiceUnavailable as exc:
+            return 503, error_body(exc.detail)
+        if not rows.found:
             m.lookup_seconds.observe(time.perf_counter() - t0)
             m.lookup_misses.inc()
             return 404, error_body(f"unknown user_id {user_id!r}: not in the online feature store", user_id)
-        strings = snap.strings[i : i + 1]
-        numeric = snap.numeric[i : i + 1]
         t1 = time.perf_counter()
-        p = round(float(model.predict(strings, numeric)[0]), 6)
+        p = round(float(model.predict(rows.strings, rows.numeric)[0]), 6)
         t2 = time.perf_counter()
         pred = 1 if p >= 0.5 else 0
         m.lookup_seconds.observe(t1 - t0)
@@ -81,50 +84,38 @@ class PredictionService:
             pred,
             repr(p).encode(),
             model.version_json,
-            snap.features_json[i],
+            rows.features_json(0),
         )
         return 200, body
 
     def predict_batch(self, user_ids: list[str]) -> tuple[int, bytes]:
         """(status, JSON body) for up to 1,000 validated ids; unknown ids are listed."""
-        try:
-            model = self._ready_model()
-        except ServiceUnavailable as exc:
-            return 503, error_body(exc.detail)
         m = self.metrics
         t0 = time.perf_counter()
-        snap = self.mirror.snapshot
-        assert snap is not None
-        index = snap.index
-        rows: list[int] = []
-        found: list[str] = []
-        unknown: list[str] = []
-        for u in user_ids:
-            i = index.get(u)
-            if i is None:
-                unknown.append(u)
-            else:
-                rows.append(i)
-                found.append(u)
-        idx = np.asarray(rows, dtype=np.intp)
-        strings = snap.strings[idx]
-        numeric = snap.numeric[idx]
+        try:
+            model = self._ready_model()
+            rows = self._lookup(user_ids)
+        except ServiceUnavailable as exc:
+            return 503, error_body(exc.detail)
+        found_set = set(rows.found)
+        found = [user_ids[i] for i in rows.found]
+        unknown = [u for i, u in enumerate(user_ids) if i not in found_set]
         t1 = time.perf_counter()
-        proba = model.predict(strings, numeric) if rows else np.empty(0, dtype=np.float32)
+        proba = model.predict(rows.strings, rows.numeric) if found else np.empty(0, dtype=np.float32)
         t2 = time.perf_counter()
         m.lookup_seconds.observe(t1 - t0)
-        if rows:
+        if found:
             m.inference_seconds.observe(t2 - t1)
         if unknown:
             m.lookup_misses.inc(len(unknown))
         parts = []
-        for u, i, raw in zip(found, rows, proba.tolist(), strict=True):
+        for j, (u, raw) in enumerate(zip(found, proba.tolist(), strict=True)):
             p = round(raw, 6)
             pred = 1 if p >= 0.5 else 0
             m.observe_prediction(pred, p)
             parts.append(
                 b'{"user_id":%s,"prediction":%d,"churn_probability":%s,"features_used":%s}'
-                % (json.dumps(u).encode(), pred, repr(p).encode(), snap.features_json[i])
+                % (json.dumps(u).encode(), pred, repr(p).encode(), rows.features_json(j))
             )
         body = b'{"model_version":%s,"count":%d,"predictions":[%s],"unknown_user_ids":%s}' % (
             model.version_json,
