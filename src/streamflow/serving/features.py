@@ -244,7 +244,8 @@ def build_snapshot(
     for f in MIRROR_NUMERIC:
         df[f] = _as_float(df[f])
     df = df.drop_duplicates(subset=ENTITY, keep="last")
-    df = df[df[ENTITY].astype(str).map(lambda u: len(u.encode()) <= MAX_ID_BYTES)]
+    fits = np.array([len(str(u).encode()) <= MAX_ID_BYTES for u in df[ENTITY].tolist()], dtype=bool)
+    df = df.loc[fits]
     ids = _fixed_width_ids(df[ENTITY].astype(str).tolist())
     order = np.argsort(ids, kind="stable")
     df = df.iloc[order].reset_index(drop=True)
