@@ -29,12 +29,14 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -456,6 +458,47 @@ def assemble(views: list[_ViewColumns]) -> tuple[np.ndarray, np.ndarray, tuple[n
     return ids, codes, tuple(cats), numeric
 
 
+def connect_for_reload(conninfo: str, settings: Settings) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(
+        conninfo,
+        autocommit=True,
+        connect_timeout=max(1, math.ceil(settings.feature_poll_timeout_seconds)),
+        application_name=RELOAD_APP_NAME,
+        options=f"-c statement_timeout={int(settings.feature_reload_timeout_seconds * 1000)}",
+    )
+    conn.execute("SELECT set_config('work_mem', %s, false)", (settings.feature_reload_work_mem,))
+    return conn
+
+
+def read_bulk_postgres(
+    conninfo: str, settings: Settings
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """(ids, codes, categories, numeric) of every user of Feast's PostgreSQL online store: one
+    streamed query per view, ``feature_reload_workers`` views at a time on their own connections
+    (with the reload's statement timeout), assembled, and a sample checked against the ValueProto
+    bytes. Stops at the fault point ``during_feature_reload`` (tests) with a connection open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streamflow.faults import fault_point
+
+    def read(view: str) -> _ViewColumns:
+        with connect_for_reload(conninfo, settings) as conn:
+            return read_view(conn, settings, view)
+
+    with connect_for_reload(conninfo, settings) as control:
+        fault_point("during_feature_reload", settings)
+        ordered = sorted(FEATURE_VIEWS, key=lambda v: -len(FEATURE_VIEWS[v][1]))  # largest first
+        with ThreadPoolExecutor(max_workers=settings.feature_reload_workers) as pool:
+            parts = dict(zip(ordered, pool.map(read, ordered), strict=True))
+        ids, codes, cats, numeric = assemble([parts[v] for v in FEATURE_VIEWS])
+        del parts
+        snap = _snapshot(ids, codes, cats, numeric, materialized_at=None, as_of=None, t0=time.perf_counter())
+        verify_sample(control, settings, snap)
+    return ids, codes, cats, numeric
+
+
 def verify_sample(conn: Any, settings: Settings, snap: FeatureSnapshot) -> None:
     """Decode the ValueProto bytes of a random sample of users and compare: the text column the
     bulk read pivots on must say what Feast's values say."""
@@ -503,15 +546,21 @@ def fetch_postgres(conn: Any, settings: Settings, user_ids: Sequence[str]) -> di
 
 # ---- Redis (Feast's Redis online store layout) ----------------------------------------------------
 def redis_client(settings: Settings, pool_size: int | None = None) -> Any:
+    """A Redis client; with ``pool_size``, a pool that makes a request wait (up to the lookup
+    timeout) for a free connection instead of failing."""
     import redis
 
     timeout = settings.online_lookup_timeout_seconds
-    return redis.Redis.from_url(
+    if pool_size is None:
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=pool_size,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        max_connections=pool_size,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def fetch_redis(client: Any, settings: Settings, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -744,6 +793,8 @@ class FeatureMirror(OnlineFeatures):
         self.next_reload_at = 0.0  # monotonic; backoff after failures
         self.reload_started: float | None = None
         self._store: Any = None
+        self._loader: Any = None  # the running loader process
+        self._files: Path | None = None  # the .npy files the snapshot maps
 
     @property
     def available(self) -> bool:
@@ -813,6 +864,12 @@ class FeatureMirror(OnlineFeatures):
 
     # reading the online store -----------------------------------------------------------------
     def read_snapshot(self, latest: Materialization | None = None, started: float | None = None) -> FeatureSnapshot:
+        """Every user's online features as a new snapshot, read in this process."""
+        return self._read_snapshot(latest, started, in_process=True)
+
+    def _read_snapshot(
+        self, latest: Materialization | None, started: float | None, *, in_process: bool
+    ) -> FeatureSnapshot:
         """Every user's online features as a new snapshot (bulk read on its own connection, with
         ``feature_reload_timeout_seconds``, never the poll's short timeout)."""
         t0 = started if started is not None else time.perf_counter()
@@ -828,30 +885,70 @@ class FeatureMirror(OnlineFeatures):
             finally:
                 client.close()
             return build_snapshot(frame, materialized_at=materialized_at, as_of=as_of, started=t0)
-        from concurrent.futures import ThreadPoolExecutor
+        if in_process:
+            ids, codes, cats, numeric = read_bulk_postgres(self.conninfo(), self.settings)
+        else:
+            ids, codes, cats, numeric = self._load_in_child()
+        return _snapshot(ids, codes, cats, numeric, materialized_at=materialized_at, as_of=as_of, t0=t0)
 
-        from streamflow.faults import fault_point
+    # the loader process -----------------------------------------------------------------------------
+    def _features_dir(self) -> Path:
+        root = self.settings.run_dir / "features"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
-        def read(view: str) -> _ViewColumns:
-            with self._reload_conn() as conn:
-                return read_view(conn, self.settings, view)
+    def _load_in_child(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+        """Run the bulk read in a child process (``python -m streamflow.serving.mirror_loader``): its
+        CPU, memory and GIL are not the API's. It leaves the arrays as .npy files that this process
+        maps read-only (pages are file-backed: the kernel may reclaim them)."""
+        import subprocess
+        import sys
+        import tempfile
 
-        with self._reload_conn() as control:
-            fault_point("during_feature_reload", self.settings)
-            # largest views first, two connections (PostgreSQL pivots; the API only parses)
-            ordered = sorted(FEATURE_VIEWS, key=lambda v: -len(FEATURE_VIEWS[v][1]))
-            with ThreadPoolExecutor(max_workers=self.settings.feature_reload_workers) as pool:
-                parts = dict(zip(ordered, pool.map(read, ordered), strict=True))
-            ids, codes, cats, numeric = assemble([parts[v] for v in FEATURE_VIEWS])
-            del parts
-            snap = _snapshot(ids, codes, cats, numeric, materialized_at=materialized_at, as_of=as_of, t0=t0)
-            verify_sample(control, self.settings, snap)
-        return snap
+        out = Path(tempfile.mkdtemp(prefix=f"pid{os.getpid()}-", dir=self._features_dir()))
+        payload = json.dumps({"settings": self.settings.model_dump(mode="json"), "conninfo": self.conninfo()})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamflow.serving.mirror_loader", str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        self._loader = proc
+        try:
+            proc.communicate(payload.encode(), timeout=self.settings.feature_reload_timeout_seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            _remove_dir(out)
+            raise TimeoutError("the mirror's loader process did not finish in time") from None
+        finally:
+            self._loader = None
+        if proc.returncode != 0:
+            error = out / "error.txt"
+            message = error.read_text().strip() if error.is_file() else f"loader process exited with {proc.returncode}"
+            _remove_dir(out)
+            raise RuntimeError(message)
+        try:
+            ids = np.load(out / "ids.npy", mmap_mode="r")
+            codes = np.load(out / "codes.npy", mmap_mode="r")
+            numeric = np.load(out / "numeric.npy", mmap_mode="r")
+            cats = tuple(np.array(c, dtype=object) for c in json.loads((out / "categories.json").read_text()))
+        except Exception:
+            _remove_dir(out)
+            raise
+        previous, self._files = self._files, out
+        if previous is not None:  # mapped pages stay valid for requests still reading them
+            _remove_dir(previous)
+        return ids, codes, cats, numeric
 
-    def _reload_conn(self) -> Any:
-        conn = self.connect(self.settings.feature_reload_timeout_seconds, RELOAD_APP_NAME)
-        conn.execute("SELECT set_config('work_mem', %s, false)", (self.settings.feature_reload_work_mem,))
-        return conn
+    def _remove_stale_dirs(self) -> None:
+        """Files left by API processes that died without cleaning up."""
+        from streamflow.processes import pid_alive
+
+        with contextlib.suppress(OSError):
+            for d in self._features_dir().iterdir():
+                pid = d.name.removeprefix("pid").split("-", 1)[0]
+                if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                    _remove_dir(d)
 
     def read_online_direct(self) -> pd.DataFrame:
         """Every user's online features as a frame (user_id + the 14 features), through the bulk read."""
@@ -895,7 +992,9 @@ class FeatureMirror(OnlineFeatures):
         t0 = time.perf_counter()
         self.reload_started = t0
         try:
-            snap = self.read_snapshot(latest, started=t0)
+            snap = self._read_snapshot(
+                latest, t0, in_process=self.source != "direct" or self.settings.online_store != "postgres"
+            )
         finally:
             self.reload_started = None
         previous = self.snapshot
@@ -959,6 +1058,24 @@ class FeatureMirror(OnlineFeatures):
         self.next_reload_at = 0.0
         self.last_error = None
         return True
+
+    def start(self) -> None:
+        self._remove_stale_dirs()
+        super().start()
+
+    def stop(self) -> None:
+        loader = self._loader
+        if loader is not None and loader.poll() is None:
+            loader.terminate()
+        super().stop()
+        if self._files is not None:
+            _remove_dir(self._files)
+
+
+def _remove_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _connection_lost(exc: BaseException) -> bool:
