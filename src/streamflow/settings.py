@@ -70,7 +70,13 @@ class Settings(BaseSettings):
         900.0, gt=0, description="API: statement timeout of the mirror's bulk read of the online store."
     )
     feature_reload_workers: int = Field(
-        2, ge=1, le=4, description="API: connections reading the online store's views in parallel on a mirror reload."
+        2, ge=1, le=4, description="API: connections reading the online store's views in parallel on the first load."
+    )
+    feature_reload_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="API: nice increment of the mirror's loader process on a reload (not the first load).",
     )
     feature_reload_work_mem: str = Field(
         "256MB", description="API: work_mem of the mirror's bulk-read session (PostgreSQL pivots the online tables)."

@@ -85,6 +85,18 @@ def _number_json(v: float, kind: str) -> str:
     return repr(v)
 
 
+_STRING_JSON: dict[str, str] = {}
+
+
+def _string_json(s: str) -> str:
+    out = _STRING_JSON.get(s)
+    if out is None:
+        out = json.dumps(s)
+        if len(_STRING_JSON) < 10_000:  # categorical values: a handful
+            _STRING_JSON[s] = out
+    return out
+
+
 def encode_features_json(strings: Sequence[str | None], numeric: Sequence[float]) -> bytes:
     """The ``features_used`` object of one user: the 14 features in FEATURES order, each in its
     canonical dtype (ints as integers, flags 1.0/0.0, null for a missing value)."""
@@ -92,9 +104,9 @@ def encode_features_json(strings: Sequence[str | None], numeric: Sequence[float]
     for key, (is_string, col, _) in zip(_JSON_KEYS, _JSON_PLAN, strict=True):
         if is_string:
             s = strings[col]
-            parts.append(f"{key}:{'null' if s is None else json.dumps(s)}")
+            parts.append(key + (":null" if s is None else ":" + _string_json(s)))
         else:
-            parts.append(f"{key}:{_number_json(numeric[col], _KINDS[col])}")
+            parts.append(key + ":" + _number_json(numeric[col], _KINDS[col]))
     return ("{" + ",".join(parts) + "}").encode()
 
 
@@ -113,9 +125,8 @@ class FeatureRows:
         return self.numeric64.astype(np.float32)
 
     def features_json(self, j: int) -> bytes:
-        strings = [
-            None if m else s for s, m in zip(self.strings[j].tolist(), self.string_missing[j].tolist(), strict=True)
-        ]
+        missing = self.string_missing[j].tolist()
+        strings = [None if m else s for s, m in zip(self.strings[j].tolist(), missing, strict=True)]
         return encode_features_json(strings, self.numeric64[j].tolist())
 
 
@@ -136,6 +147,14 @@ def rows_from_values(found: list[int], values: list[dict[str, Any]]) -> FeatureR
             if v is not None:
                 numeric[i, j] = float(v)
     return FeatureRows(found, strings, missing, numeric)
+
+
+_NO_ROWS = FeatureRows(
+    [],
+    np.empty((0, len(MIRROR_STRINGS)), dtype=object),
+    np.empty((0, len(MIRROR_STRINGS)), dtype=bool),
+    np.empty((0, len(MIRROR_NUMERIC)), dtype=np.float64),
+)
 
 
 # ---- the mirror's snapshot --------------------------------------------------------------------
@@ -182,6 +201,14 @@ class FeatureSnapshot:
         return np.where(hit, pos, -1).astype(np.intp)
 
     def rows(self, user_ids: Sequence[str]) -> FeatureRows:
+        if len(user_ids) == 1:  # /predict: plain indexing, no fancy-index temporaries
+            i = self.position(user_ids[0])
+            if i < 0:
+                return _NO_ROWS
+            codes1 = self.codes[i].tolist()
+            strings1 = np.array([[cats[c] for cats, c in zip(self.categories, codes1, strict=True)]], dtype=object)
+            missing = np.array([[c < 0 for c in codes1]], dtype=bool)
+            return FeatureRows([0], strings1, missing, self.numeric[i : i + 1])
         pos = self.positions(user_ids)
         found = np.flatnonzero(pos >= 0)
         idx = pos[found]
@@ -364,7 +391,7 @@ class _ViewColumns:
     numeric: dict[str, np.ndarray]  # feature → float64
 
 
-def read_view(conn: Any, settings: Settings, view: str) -> _ViewColumns:
+def read_view(conn: Any, settings: Settings, view: str, use_threads: bool = True) -> _ViewColumns:
     """One view of the PostgreSQL online store, streamed as CSV and parsed by pyarrow."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -391,7 +418,7 @@ def read_view(conn: Any, settings: Settings, view: str) -> _ViewColumns:
     with pa.BufferReader(pa.py_buffer(buf)) as reader:
         table = csv.read_csv(
             reader,
-            read_options=csv.ReadOptions(column_names=[ENTITY, *features], block_size=8 << 20),
+            read_options=csv.ReadOptions(column_names=[ENTITY, *features], block_size=8 << 20, use_threads=use_threads),
             convert_options=csv.ConvertOptions(
                 column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
             ),
@@ -458,7 +485,9 @@ def assemble(views: list[_ViewColumns]) -> tuple[np.ndarray, np.ndarray, tuple[n
     return ids, codes, tuple(cats), numeric
 
 
-def connect_for_reload(conninfo: str, settings: Settings) -> Any:
+def connect_for_reload(conninfo: str, settings: Settings, gentle: bool = False) -> Any:
+    """A connection of the bulk read (its own statement timeout). ``gentle`` (a reload while the
+    previous snapshot serves): no parallel query workers, so the read takes one core at most."""
     import psycopg
 
     conn = psycopg.connect(
@@ -469,11 +498,13 @@ def connect_for_reload(conninfo: str, settings: Settings) -> Any:
         options=f"-c statement_timeout={int(settings.feature_reload_timeout_seconds * 1000)}",
     )
     conn.execute("SELECT set_config('work_mem', %s, false)", (settings.feature_reload_work_mem,))
+    if gentle:
+        conn.execute("SELECT set_config('max_parallel_workers_per_gather', '0', false)")
     return conn
 
 
 def read_bulk_postgres(
-    conninfo: str, settings: Settings
+    conninfo: str, settings: Settings, gentle: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """(ids, codes, categories, numeric) of every user of Feast's PostgreSQL online store: one
     streamed query per view, ``feature_reload_workers`` views at a time on their own connections
@@ -484,13 +515,13 @@ def read_bulk_postgres(
     from streamflow.faults import fault_point
 
     def read(view: str) -> _ViewColumns:
-        with connect_for_reload(conninfo, settings) as conn:
-            return read_view(conn, settings, view)
+        with connect_for_reload(conninfo, settings, gentle) as conn:
+            return read_view(conn, settings, view, use_threads=not gentle)
 
-    with connect_for_reload(conninfo, settings) as control:
+    with connect_for_reload(conninfo, settings, gentle) as control:
         fault_point("during_feature_reload", settings)
         ordered = sorted(FEATURE_VIEWS, key=lambda v: -len(FEATURE_VIEWS[v][1]))  # largest first
-        with ThreadPoolExecutor(max_workers=settings.feature_reload_workers) as pool:
+        with ThreadPoolExecutor(max_workers=1 if gentle else settings.feature_reload_workers) as pool:
             parts = dict(zip(ordered, pool.map(read, ordered), strict=True))
         ids, codes, cats, numeric = assemble([parts[v] for v in FEATURE_VIEWS])
         del parts
@@ -906,7 +937,12 @@ class FeatureMirror(OnlineFeatures):
         import tempfile
 
         out = Path(tempfile.mkdtemp(prefix=f"pid{os.getpid()}-", dir=self._features_dir()))
-        payload = json.dumps({"settings": self.settings.model_dump(mode="json"), "conninfo": self.conninfo()})
+        # The first load may take the whole machine (nothing is served yet); a reload runs gently:
+        # one connection, no parallel query workers, one parsing thread, a lower CPU priority.
+        gentle = self.snapshot is not None
+        payload = json.dumps(
+            {"settings": self.settings.model_dump(mode="json"), "conninfo": self.conninfo(), "gentle": gentle}
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamflow.serving.mirror_loader", str(out)],
             stdin=subprocess.PIPE,

@@ -3,11 +3,13 @@
 online store (``serving.features.read_bulk_postgres``) and leaves them in OUT_DIR as ``ids.npy``,
 ``codes.npy``, ``numeric.npy`` and ``categories.json`` for the API to map. On failure: exit 1 and
 a one-line reason in ``OUT_DIR/error.txt``. The API runs it so that the bulk read's CPU, memory
-and GIL are never the serving process's."""
+and GIL are never the serving process's; a reload (``"gentle": true``) runs at a lower CPU priority
+on one connection without parallel query workers."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(sys.stdin.read())
     settings = Settings(**request["settings"])
     setup_logging(settings.log_level)
+    gentle = bool(request.get("gentle"))
+    if gentle:  # a reload: the serving process must keep the CPU it needs
+        os.nice(settings.feature_reload_nice)
     try:
-        ids, codes, cats, numeric = read_bulk_postgres(request["conninfo"], settings)
+        ids, codes, cats, numeric = read_bulk_postgres(request["conninfo"], settings, gentle=gentle)
         for name, array in (("ids", ids), ("codes", codes), ("numeric", numeric)):
             np.save(out / f"{name}.npy", np.ascontiguousarray(array))
         (out / "categories.json").write_text(json.dumps([c.tolist() for c in cats]))
