@@ -72,9 +72,35 @@ def _child_materialize(home: str, _month_dir: str, _as_of: str) -> dict[str, obj
     return {"rows": r.rows, "writer": r.writer, "as_of": str(r.as_of)}
 
 
+def _child_serve(home: str, _month_dir: str, _as_of: str) -> dict[str, object]:
+    """The API in mirror mode over this home's online store (``online_bench.py``): start → ready, RSS,
+    p99 at wrk -c8 steady and while a materialization and the mirror's reload run."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import online_bench
+
+    root = Path(home)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=online_bench.ensure_model(root.parent / "model_home"))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    work = root.parent / "online_bench"
+    work.mkdir(exist_ok=True)
+    lua = online_bench.write_lua(work / "predict.lua", online_bench.sample_user_ids(root, 100_000))
+    r = online_bench.measure(root, "mirror", env, lua, 20, True, work / "api-serve.log")
+    worst = max((w.p99_ms for w in r.during_reload), default=float("nan"))
+    return {
+        "rows": r.users,
+        "start_to_ready_s": r.start_to_ready_s,
+        "api_rss_mb": max(r.rss_ready_mb, r.rss_after_mb),
+        "p99_ms": r.steady.p99_ms,
+        "p99_during_reload_ms": worst,
+        "p99_during_materialize_ms": max((w.p99_ms for w in r.during_materialize), default=float("nan")),
+        "reload_s": r.reload_s,
+    }
+
+
 CHILD: dict[str, Callable[[str, str, str], dict[str, object]]] = {
     "ingest": _child_ingest,
     "materialize": _child_materialize,
+    "serve": _child_serve,  # needs wrk; run after materialize
 }
 
 

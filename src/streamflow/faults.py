@@ -23,6 +23,7 @@ FAULT_POINTS = (
     "after_commit",  # ingest committed, the online store not materialized yet
     "during_materialize",  # materialization: new online tables half filled, not swapped in
     "before_swap",  # materialization: new online tables complete, not swapped in
+    "during_feature_reload",  # API: the mirror's bulk-read connection is open, the read not started
 )
 
 

@@ -9,6 +9,7 @@ keep the names other tools give them: ``MLFLOW_TRACKING_URI`` (MLflow's own, win
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -136,6 +137,54 @@ class Settings(BaseSettings):
     )
     prediction_log_prune_lock_timeout_seconds: float = Field(
         30.0, gt=0, description="`predictions prune` waits this long for the writers' locks before giving up."
+    )
+
+    # Online store and how the API reads it -------------------------------------------------
+    online_store: Literal["postgres", "redis"] = Field(
+        "postgres",
+        description="Feast's online store: PostgreSQL (the database's own tables, default) or Redis (redis_url).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis of the online store when online_store=redis (redis:// or rediss://).",
+    )
+    online_lookup: Literal["mirror", "direct"] = Field(
+        "mirror",
+        description="API: hold every user's online features in memory (mirror) or look them up in the online store "
+        "per request (direct: one indexed query / one Redis round trip per request or batch).",
+    )
+    online_pool_size: int = Field(4, ge=1, le=64, description="API, direct lookups: connections to the online store.")
+    online_lookup_timeout_seconds: float = Field(
+        1.0, gt=0, description="API, direct lookups: timeout of one lookup (and of waiting for a pooled connection)."
+    )
+    feature_poll_timeout_seconds: float = Field(
+        3.0, gt=0, description="API: statement and connect timeout of the online-store poll (the health check)."
+    )
+    feature_reload_timeout_seconds: float = Field(
+        900.0, gt=0, description="API: statement timeout of the mirror's bulk read of the online store."
+    )
+    feature_reload_workers: int = Field(
+        2, ge=1, le=4, description="API: connections reading the online store's views in parallel on the first load."
+    )
+    feature_reload_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="API: nice increment of the mirror's loader process on a reload (not the first load).",
+    )
+    feature_reload_work_mem: str = Field(
+        "256MB", description="API: work_mem of the mirror's bulk-read session (PostgreSQL pivots the online tables)."
+    )
+    feature_reload_backoff_max_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="API: longest wait between two attempts of a failing mirror reload (exponential, jittered).",
+    )
+    feature_max_stale_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="API: /ready answers 503 when the mirror has served an older snapshot than the newest "
+        "materialization for longer than this (0: never; staleness is reported, not fatal).",
     )
 
     prometheus_port: int = 9090
@@ -315,3 +364,15 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise settings_error(exc) from None
+
+
+def settings_json(settings: Settings) -> str:
+    """The settings as JSON for a child process (API workers, the mirror's loader), secrets
+    revealed (``model_dump_json`` masks them): read back with ``Settings.model_validate_json``.
+    Passed on a pipe or in the environment of our own children, never written to disk."""
+    data = settings.model_dump(mode="json")
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            data[name] = value.get_secret_value()
+    return json.dumps(data)

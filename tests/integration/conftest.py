@@ -45,3 +45,12 @@ def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -
         yield stack
     finally:
         release_embedded(settings)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port for the session (always stopped)."""
+    from tests.helpers.redis_server import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

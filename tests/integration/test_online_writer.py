@@ -5,7 +5,6 @@ encoder, users absent from the newest month, and a 200,000-user month pair."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,12 @@ from streamflow.features.online_writer import _value_expr, entity_key_expr, onli
 from streamflow.features.store import get_feature_store, materialize_online
 from streamflow.logging_setup import setup_logging
 from streamflow.monthly import ingest_and_publish
-from streamflow.schema import ENTITY, FEATURE_REFS, FEATURE_VIEWS, FEATURES, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.schema import ENTITY, FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.seeds.generator import generate_months
 from streamflow.serving.features import FeatureMirror
 from streamflow.settings import Settings
 from tests.helpers.course import AS_OF
+from tests.helpers.online import assert_frames_equal, latest_snapshot_frame
 from tests.helpers.stack import make_settings
 
 pytestmark = pytest.mark.integration
@@ -56,37 +56,6 @@ def feast_writes(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     truncate_online(settings)
     materialize_online(settings.model_copy(update={"materialize_writer": "feast"}))
     return dump_online(settings)
-
-
-def latest_snapshot_frame(settings: Settings) -> pd.DataFrame:
-    """Every user's newest snapshot values of the 14 features: what the online store must hold."""
-    with psycopg.connect(libpq_url(settings)) as conn:
-        frame: pd.DataFrame | None = None
-        for _view, (table, feats) in FEATURE_VIEWS.items():
-            cols = ", ".join(feats)
-            data = conn.execute(
-                f"SELECT DISTINCT ON (user_id) user_id, {cols} FROM {table} ORDER BY user_id, as_of DESC"
-            ).fetchall()
-            part = pd.DataFrame(data, columns=[ENTITY, *feats])
-            frame = part if frame is None else frame.merge(part, on=ENTITY)
-    assert frame is not None
-    return frame.sort_values(ENTITY).reset_index(drop=True)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
-        return (a is None or (isinstance(a, float) and math.isnan(a))) and (
-            b is None or (isinstance(b, float) and math.isnan(b))
-        )
-    return a == b
-
-
-def assert_frames_equal(got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    got = got.set_index(ENTITY).loc[expected[ENTITY]]
-    exp = expected.set_index(ENTITY)
-    for f in FEATURES:
-        bad = [u for u, a, b in zip(exp.index, got[f].tolist(), exp[f].tolist(), strict=True) if not _same(a, b)]
-        assert not bad, f"{f}: {len(bad)} users differ, e.g. {bad[:3]}"
 
 
 @pytest.fixture(scope="module")

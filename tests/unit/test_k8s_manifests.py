@@ -460,9 +460,7 @@ def test_streamflow_env_names_and_values_match_compose(m: Manifests, compose: di
         env = resolved_env(m, m.container(kind, name))
         expected = {k: v for k, v in expected_api.items() if k != admin}
         if name == "api":
-            assert env.pop(admin) == {
-                "secretKeyRef": {"name": "streamflow-api", "key": admin, "optional": True}
-            }
+            assert env.pop(admin) == {"secretKeyRef": {"name": "streamflow-api", "key": admin, "optional": True}}
         extra = MONITOR_EXTRA_ENV if name == "monitor" else set()
         assert set(env) == set(expected) | extra, f"{name}: {set(env) ^ (set(expected) | extra)}"
         if name == "monitor":

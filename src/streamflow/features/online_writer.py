@@ -156,7 +156,10 @@ def latest_rows_sql(snapshot_table: str, live_table: str | None, features: list[
 
 def fill_sql(source: sql.Composable, features: list[str], target: str, columns: list[str]) -> sql.Composed:
     """INSERT … SELECT of one view from ``source`` (one row per user, see ``latest_rows_sql``):
-    one output row per (user, feature), the entity key encoded once per user."""
+    one output row per (user, feature), the entity key encoded once per user. Rows are written in
+    primary-key order (users by entity key; ``features`` must come in the table's ``feature_name``
+    order): the heap is then clustered on the key, and the API's bulk read walks it in key order
+    without hashing or sorting (``serving/features.py``)."""
     with_num = "value_num" in columns  # (only Feast's OpenAI-compatible layout has it)
     exprs = [_value_expr(f, sql.SQL("s.{}").format(sql.Identifier(f))) for f in features]
 
@@ -181,7 +184,7 @@ def fill_sql(source: sql.Composable, features: list[str], target: str, columns: 
         # OFFSET 0 keeps the subquery: the entity key and event_ts are computed once per user, not once per
         # feature. event_ts: Feast binds a naive UTC datetime, read in the session's time zone: the same here.
         " FROM (SELECT {key} AS entity_key, (r.as_of AT TIME ZONE 'UTC')::timestamp::timestamptz AS event_ts, r.*"
-        "       FROM ({source}) AS r OFFSET 0) AS s"
+        "       FROM ({source}) AS r ORDER BY 1 OFFSET 0) AS s"
     ).format(
         target=sql.Identifier(target),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in out_cols),
@@ -272,7 +275,10 @@ def _build_view(
         )
         total_expected = None
         progress(ProgressEvent(f"materialize {view}", 0, total_expected))
-        cur.execute(fill_sql(_source_for(cur, snapshot_table, features), features, new, columns))
+        cur.execute("SELECT array_agg(f ORDER BY f) FROM unnest(%s::text[]) AS f", (features,))  # the PK's order
+        row = cur.fetchone()
+        key_order = list(row[0]) if row else features
+        cur.execute(fill_sql(_source_for(cur, snapshot_table, features), key_order, new, columns))
         rows = cur.rowcount
         progress(ProgressEvent(f"materialize {view}", rows, rows))
         halfway()

@@ -63,6 +63,11 @@ def repo_config_dict(settings: Settings) -> dict[str, object]:
         "password": p.password,
         "sslmode": settings.db_sslmode,
     }
+    online: dict[str, object] = (
+        {"type": "redis", "connection_string": feast_redis_connection_string(settings.redis_url)}
+        if settings.online_store == "redis"
+        else {"type": "postgres", **pg}
+    )
     return {
         "project": settings.feast_project,
         "provider": "local",
@@ -72,10 +77,30 @@ def repo_config_dict(settings: Settings) -> dict[str, object]:
             "cache_ttl_seconds": 60,
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
         },
-        "online_store": {"type": "postgres", **pg},
+        "online_store": online,
         "offline_store": {"type": "postgres", **pg},
         "entity_key_serialization_version": 3,
     }
+
+
+def feast_redis_connection_string(redis_url: str) -> str:
+    """``redis://[user:password@]host:port/db`` (or ``rediss://``) → Feast's Redis connection string
+    ``host:port,db=N[,username=…][,password=…][,ssl=true]``."""
+    from urllib.parse import unquote, urlsplit
+
+    url = urlsplit(redis_url)
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        raise ValueError(f"STREAMFLOW_REDIS_URL must be redis://host:port/db or rediss://…, got {redis_url!r}")
+    parts = [f"{url.hostname}:{url.port or 6379}"]
+    db = url.path.lstrip("/")
+    parts.append(f"db={int(db) if db else 0}")
+    if url.username:
+        parts.append(f"username={unquote(url.username)}")
+    if url.password:
+        parts.append(f"password={unquote(url.password)}")
+    if url.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
 
 
 def write_repo_config(settings: Settings) -> Path:
@@ -198,6 +223,17 @@ def materialize_online(settings: Settings, progress: ProgressCallback | None = N
     apply_definitions(settings)
     if settings.materialize_writer == "feast":
         result = _materialize_with_feast(settings, bounds[0], bounds[1])
+    elif settings.online_store == "redis":
+        from streamflow.features.redis_writer import write_redis_online_store
+
+        redis_result = write_redis_online_store(settings, progress or no_progress)
+        result = MaterializationResult(
+            as_of=redis_result.as_of,
+            ingestion_id=redis_result.ingestion_id,
+            writer="redis-bulk",
+            rows=redis_result.rows,
+            seconds=redis_result.seconds,
+        )
     else:
         from streamflow.features.online_writer import write_online_store
 

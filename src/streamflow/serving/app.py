@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from streamflow.serving.asgi import MetricsMiddleware, accelerate
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import OnlineFeatures, online_features
 from streamflow.serving.limits import ShedMiddleware
 from streamflow.serving.metrics import ApiMetrics, mark_this_process_dead, reap_dead_workers
 from streamflow.serving.model_holder import ModelHolder
@@ -65,7 +65,7 @@ def _lifespan(settings: Settings, start_background: bool, release_database_on_sh
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder: ModelHolder = app.state.holder
-        mirror: FeatureMirror = app.state.mirror
+        mirror: OnlineFeatures = app.state.mirror
         metrics: ApiMetrics = app.state.metrics
         prediction_log: PredictionLog | None = app.state.service.log
         if metrics.multiprocess:
@@ -76,13 +76,15 @@ def _lifespan(settings: Settings, start_background: bool, release_database_on_sh
             if prediction_log is not None:
                 prediction_log.start()  # in the worker process: each worker has its own buffer and connection
         log.info(
-            "event=api_started pid=%d model=%s alias=%s model_poll_seconds=%s feature_poll_seconds=%s multiprocess=%s "
-            "prediction_log=%s admin=%s",
+            "event=api_started pid=%d model=%s alias=%s model_poll_seconds=%s feature_poll_seconds=%s "
+            "online_store=%s online_lookup=%s multiprocess=%s prediction_log=%s admin=%s",
             os.getpid(),
             settings.model_name,
             settings.model_alias,
             settings.model_poll_seconds,
             settings.feature_poll_seconds,
+            settings.online_store,
+            mirror.mode,
             metrics.multiprocess,
             "on" if prediction_log is not None else "off",
             "on" if settings.admin_token is not None else "off",
@@ -110,7 +112,7 @@ def create_app(
     settings: Settings,
     *,
     holder: ModelHolder | None = None,
-    mirror: FeatureMirror | None = None,
+    mirror: OnlineFeatures | None = None,
     metrics: ApiMetrics | None = None,
     start_background: bool = True,
     fast_path: bool = True,
@@ -123,7 +125,7 @@ def create_app(
     which skips atexit handlers."""
     metrics = metrics or (holder.metrics if holder is not None else ApiMetrics())
     holder = holder or ModelHolder(settings, metrics)
-    mirror = mirror or FeatureMirror(settings)
+    mirror = mirror or online_features(settings, metrics)
     prediction_log = PredictionLog(settings, metrics) if settings.prediction_log_enabled else None
 
     app = FastAPIOffline(

@@ -51,7 +51,7 @@ class JsonEndpoint:
     threadpool: bool  # run ``call`` in the threadpool (onnxruntime releases the GIL)
 
     async def answer(self, service: PredictionService, request: BaseModel, request_id: str, features: bool) -> Answer:
-        if self.threadpool:
+        if self.threadpool or service.mirror.blocking:  # direct lookups do I/O
             return await run_in_threadpool(self.call, service, request, request_id, features)
         return self.call(service, request, request_id, features)
 
@@ -154,7 +154,7 @@ def fast_handler(endpoint: JsonEndpoint) -> ASGIApp:
             raise RequestValidationError(errors)
         service: PredictionService = scope["app"].state.service
         request_id = service.new_request_id()
-        if threadpool:
+        if threadpool or service.mirror.blocking:  # direct lookups do I/O
             status, payload = await run_in_threadpool(call, service, request, request_id, features)
         else:
             status, payload = call(service, request, request_id, features)

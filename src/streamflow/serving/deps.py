@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import OnlineFeatures
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.model_holder import ModelHolder
 from streamflow.serving.service import PredictionService
@@ -21,7 +21,7 @@ async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder  # type: ignore[no-any-return]
 
 
-async def get_mirror(request: Request) -> FeatureMirror:
+async def get_mirror(request: Request) -> OnlineFeatures:
     return request.app.state.mirror  # type: ignore[no-any-return]
 
 
@@ -31,5 +31,5 @@ async def get_metrics(request: Request) -> ApiMetrics:
 
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-MirrorDep = Annotated[FeatureMirror, Depends(get_mirror)]
+MirrorDep = Annotated[OnlineFeatures, Depends(get_mirror)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]

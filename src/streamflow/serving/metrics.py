@@ -189,6 +189,35 @@ class ApiMetrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        # Online features (serving/features.py): reloads of the mirror and staleness.
+        self.feature_reloads = Counter(
+            "api_feature_reloads_total", "Successful reloads of the feature mirror.", registry=reg
+        )
+        self.feature_reload_failures = Counter(
+            "api_feature_reload_failures_total",
+            "Failed reloads of the feature mirror (the previous one keeps serving).",
+            registry=reg,
+        )  # fmt: skip
+        self.feature_last_reload = Gauge(
+            "api_feature_last_reload_timestamp_seconds", "Unix time of the last successful mirror reload.",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.feature_reload_seconds = Gauge(
+            "api_feature_reload_duration_seconds", "Duration of the last successful mirror reload.",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.features_as_of = Gauge(
+            "api_features_as_of_timestamp_seconds", "as_of (midnight UTC, Unix time) of the online features served.",
+            registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.feature_users = Gauge(
+            "api_feature_users", "Users held by the feature mirror (0 in direct mode).", registry=reg,
+            multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.features_stale = Gauge(
+            "api_features_stale", "1 when the features served are older than the data path's newest (see /ready).",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
 
         self._pred = {0: self.predictions.labels(prediction="0"), 1: self.predictions.labels(prediction="1")}
         self._shed = {limit: self.shed.labels(limit=limit) for limit in ("client", "server")}

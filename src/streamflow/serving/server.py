@@ -15,17 +15,15 @@ Docker's 10 s grace.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from streamflow.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from streamflow.settings import Settings
+from streamflow.settings import Settings, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +32,6 @@ SETTINGS_ENV = "STREAMFLOW_SERVE_SETTINGS_JSON"
 
 def multiproc_dir(settings: Settings) -> Path:
     return settings.run_dir / "prom_multiproc"
-
-
-def settings_json(settings: Settings) -> str:
-    """The settings as JSON for the workers, secrets revealed (``model_dump_json`` masks them)."""
-    data = settings.model_dump(mode="json")
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            data[name] = value.get_secret_value()
-    return json.dumps(data)
 
 
 def app_from_env() -> FastAPI:

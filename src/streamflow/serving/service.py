@@ -1,13 +1,12 @@
 """The work behind ``/predict`` and ``/predict/batch``, shared by the FastAPI endpoints and
-the fast ASGI path: a mirror lookup, one onnxruntime call, the JSON body assembled from
-pre-encoded parts (``features_used`` only when asked for), and one row per prediction handed to
-the prediction log (a buffer append: no I/O on the request path). Answers are
-``(status, JSON bytes)``; every call carries a request id (the ``X-Request-ID`` header of the
-answer, ``request_id`` of the logged rows).
+the fast ASGI path: an online-feature lookup (the in-process mirror, or a direct lookup in the
+online store), one onnxruntime call, the JSON body assembled from pre-encoded parts
+(``features_used`` only when asked for), and one row per prediction handed to the prediction log
+(a buffer append: no I/O on the request path). Answers are ``(status, JSON bytes)``; every call
+carries a request id (the ``X-Request-ID`` header of the answer, ``request_id`` of the logged rows).
 
-While the database is unreachable, predictions keep being served from the last snapshot of the
-online store the mirror loaded (``/ready`` reports the outage); only a worker that never loaded
-one answers 503."""
+While the database is unreachable, the mirror keeps serving the last snapshot of the online store
+it loaded (``/ready`` reports the outage); only a worker that never loaded one answers 503."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import time
 
 import numpy as np
 
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import FeatureRows, FeatureStoreUnavailable, OnlineFeatures
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.model_holder import LoadedModel, ModelHolder
 from streamflow.serving.prediction_log import PredictionLog, RequestIds, Row
@@ -49,7 +48,7 @@ class ServiceUnavailable(Exception):
 
 class PredictionService:
     def __init__(
-        self, metrics: ApiMetrics, holder: ModelHolder, mirror: FeatureMirror, log: PredictionLog | None = None
+        self, metrics: ApiMetrics, holder: ModelHolder, mirror: OnlineFeatures, log: PredictionLog | None = None
     ) -> None:
         self.metrics = metrics
         self.holder = holder
@@ -64,44 +63,46 @@ class PredictionService:
         model = self.holder.current
         if model is None:
             raise ServiceUnavailable(model_unavailable(self.holder))
-        if self.mirror.snapshot is None:
+        if not self.mirror.servable:
             raise ServiceUnavailable(self.mirror.unavailable_reason())
         return model
+
+    def _lookup(self, user_ids: list[str]) -> FeatureRows:
+        try:
+            return self.mirror.lookup(user_ids)
+        except FeatureStoreUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
 
     def predict_one(self, user_id: str, request_id: str, features: bool = False) -> tuple[int, bytes]:
         """(status, JSON body) for one user id (already validated); ``features``: include
         ``features_used``."""
-        try:
-            model = self._ready_model()
-        except ServiceUnavailable as exc:
-            return 503, error_body(exc.detail)
         m = self.metrics
         t0 = time.perf_counter()
-        snap = self.mirror.snapshot
-        assert snap is not None
-        i = snap.index.get(user_id)
-        if i is None:
+        try:
+            model = self._ready_model()
+            rows = self._lookup([user_id])
+        except ServiceUnavailable as exc:
+            return 503, error_body(exc.detail)
+        if not rows.found:
             m.lookup_seconds.observe(time.perf_counter() - t0)
             m.lookup_misses.inc()
             return 404, error_body(f"unknown user_id {user_id!r}: not in the online feature store", user_id)
-        strings = snap.strings[i : i + 1]
-        numeric = snap.numeric[i : i + 1]
         t1 = time.perf_counter()
-        p = round(float(model.predict(strings, numeric)[0]), 6)
+        p = round(float(model.predict(rows.strings, rows.numeric)[0]), 6)
         t2 = time.perf_counter()
         pred = 1 if p >= 0.5 else 0
         m.lookup_seconds.observe(t1 - t0)
         m.inference_seconds.observe(t2 - t1)
         m.observe_prediction(pred, p)
         if self.log is not None:
-            self.log.record((request_id, time.time(), user_id, model.version, snap.as_of, p, pred))
+            self.log.record((request_id, time.time(), user_id, model.version, rows.as_of, p, pred))
         if features:
             body = b'{"user_id":%s,"prediction":%d,"churn_probability":%s,"model_version":%s,"features_used":%s}' % (
                 json.dumps(user_id).encode(),
                 pred,
                 repr(p).encode(),
                 model.version_json,
-                snap.features_json[i],
+                rows.features_json(0),
             )
         else:
             body = b'{"user_id":%s,"prediction":%d,"churn_probability":%s,"model_version":%s}' % (
@@ -115,41 +116,29 @@ class PredictionService:
     def predict_batch(self, user_ids: list[str], request_id: str, features: bool = False) -> tuple[int, bytes]:
         """(status, JSON body) for up to 1,000 validated ids; unknown ids are listed;
         ``features``: include each prediction's ``features_used``."""
-        try:
-            model = self._ready_model()
-        except ServiceUnavailable as exc:
-            return 503, error_body(exc.detail)
         m = self.metrics
         t0 = time.perf_counter()
-        snap = self.mirror.snapshot
-        assert snap is not None
-        index = snap.index
-        rows: list[int] = []
-        found: list[str] = []
-        unknown: list[str] = []
-        for u in user_ids:
-            i = index.get(u)
-            if i is None:
-                unknown.append(u)
-            else:
-                rows.append(i)
-                found.append(u)
-        idx = np.asarray(rows, dtype=np.intp)
-        strings = snap.strings[idx]
-        numeric = snap.numeric[idx]
+        try:
+            model = self._ready_model()
+            rows = self._lookup(user_ids)
+        except ServiceUnavailable as exc:
+            return 503, error_body(exc.detail)
+        found_set = set(rows.found)
+        found = [user_ids[i] for i in rows.found]
+        unknown = [u for i, u in enumerate(user_ids) if i not in found_set]
         t1 = time.perf_counter()
-        proba = model.predict(strings, numeric) if rows else np.empty(0, dtype=np.float32)
+        proba = model.predict(rows.strings, rows.numeric) if found else np.empty(0, dtype=np.float32)
         t2 = time.perf_counter()
         m.lookup_seconds.observe(t1 - t0)
-        if rows:
+        if found:
             m.inference_seconds.observe(t2 - t1)
         if unknown:
             m.lookup_misses.inc(len(unknown))
         parts = []
         logged: list[Row] = []
         served_at = time.time()
-        version, as_of = model.version, snap.as_of
-        for u, i, raw in zip(found, rows, proba.tolist(), strict=True):
+        version, as_of = model.version, rows.as_of
+        for j, (u, raw) in enumerate(zip(found, proba.tolist(), strict=True)):
             p = round(raw, 6)
             pred = 1 if p >= 0.5 else 0
             m.observe_prediction(pred, p)
@@ -157,7 +146,7 @@ class PredictionService:
             if features:
                 parts.append(
                     b'{"user_id":%s,"prediction":%d,"churn_probability":%s,"features_used":%s}'
-                    % (json.dumps(u).encode(), pred, repr(p).encode(), snap.features_json[i])
+                    % (json.dumps(u).encode(), pred, repr(p).encode(), rows.features_json(j))
                 )
             else:
                 parts.append(

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamflow.serving.deps import HolderDep, MirrorDep
-from streamflow.serving.features import FeatureMirror
+from streamflow.serving.features import OnlineFeatures
 from streamflow.serving.model_holder import ModelHolder
 from streamflow.serving.schemas import ErrorResponse, ModelResponse
 
@@ -102,7 +102,7 @@ def _refused(refused: Refusal) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-def reload_now(holder: ModelHolder, mirror: FeatureMirror, force: bool, features: bool) -> Any:
+def reload_now(holder: ModelHolder, mirror: OnlineFeatures, force: bool, features: bool) -> Any:
     result = holder.check(force=force)
     if features:
         mirror.check(force=True)

@@ -24,10 +24,13 @@ async def health() -> dict[str, str]:
     "/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse, "description": "Not ready."}}
 )
 async def ready(holder: HolderDep, mirror: MirrorDep) -> JSONResponse:
-    """Readiness: a model is loaded and the feature store is reachable and loaded."""
+    """Readiness: a model is loaded and the online features can be served (feature store reachable,
+    mirror loaded). Stale features (a failing reload, a materialization behind the newest ingest)
+    are reported (``features.stale``, ``stale_reason``) but stay ready unless
+    ``STREAMFLOW_FEATURE_MAX_STALE_SECONDS`` is exceeded."""
     model = holder.current
-    snap = mirror.snapshot
-    ok = model is not None and mirror.available
+    features_unready = mirror.unready_reason()
+    ok = model is not None and features_unready is None
     body = {
         "ready": ok,
         "model": {
@@ -35,13 +38,7 @@ async def ready(holder: HolderDep, mirror: MirrorDep) -> JSONResponse:
             "version": model.version if model else None,
             "error": holder.last_error,
         },
-        "features": {
-            "reachable": mirror.db_ok,
-            "users": len(snap) if snap else 0,
-            "as_of": str(snap.as_of) if snap and snap.as_of else None,
-            "materialized_at": snap.materialized_at.isoformat() if snap and snap.materialized_at else None,
-            "error": mirror.last_error,
-        },
+        "features": mirror.status(),
     }
     return JSONResponse(body, status_code=200 if ok else 503)
 
