@@ -281,8 +281,7 @@ def score_months(
     if ref_unseen is not None and cur_unseen is not None and ref_unseen.any() and cur_unseen.any():
         scope = drift_lib.PredictionScope("unseen", ref_unseen, cur_unseen)
         population = (
-            f"the users v{model.version} was not trained on ({int(ref_unseen.sum()):,} / "
-            f"{int(cur_unseen.sum()):,})"
+            f"the users v{model.version} was not trained on ({int(ref_unseen.sum()):,} / {int(cur_unseen.sum()):,})"
         )
     ref_what = "all users" if not compared.sample.reference.sampled else "sample"
     emit(
