@@ -1,15 +1,19 @@
 """Scale benchmark of the monthly data path (one machine, generated users).
 
-    .venv/bin/python benchmarks/scale_bench.py --users 1000000 --stages ingest,materialize [--repeat 3]
+    .venv/bin/python benchmarks/scale_bench.py --users 1000000 \
+        --stages ingest,materialize,train,monitor [--repeat 3]
 
 Each repeat starts from a fresh STREAMFLOW_HOME (its own embedded PostgreSQL, held by this
 process) and runs the sequence of every selected stage over two generated months:
-ingest month 0 → materialize → ingest month 1 → materialize. Every step runs in a child
-process (the library function, as the CLI runs it) whose wall time, peak RSS and rows/s are
-recorded; the table shows the median over the repeats and the load average around each step.
+ingest month 0 → materialize → train (on month 0; its model becomes production) → ingest
+month 1 → materialize → monitor (month 0 vs month 1, the production model). Every step runs
+in a child process (the library function, as the CLI runs it) whose wall time, peak RSS and
+rows/s are recorded; the table shows the median over the repeats and the load average around
+each step.
 
-Stages are a registry (``STAGES``): adding one (train, serve, monitor) is a function taking
-the context and a month index, returning the rows it processed."""
+Stages are a registry (``CHILD`` + ``MONTHS_OF``): adding one (serve) is a function taking the
+home, the month's directory and its as_of, returning the rows it processed, and the months it
+runs on."""
 
 from __future__ import annotations
 
@@ -97,11 +101,70 @@ def _child_serve(home: str, _month_dir: str, _as_of: str) -> dict[str, object]:
     }
 
 
+def _child_train(home: str, _month_dir: str, as_of: str) -> dict[str, object]:
+    from streamflow.settings import Settings
+    from streamflow.training.train import train_model
+
+    settings = Settings(home=Path(home))  # type: ignore[call-arg]
+    r = train_model(as_of, settings)
+    import mlflow
+
+    run = mlflow.get_run(r.run_id)
+    m, p = run.data.metrics, run.data.params
+    return {
+        "rows": len(r.split.X_train) + len(r.split.X_val),
+        "val_auc": round(r.metrics["val_auc"], 4),
+        "fit_seconds": round(m["train_time_seconds"], 1),
+        "onnx_mb": round(m["onnx_bytes"] / 1e6, 1),
+        "onnx_export_seconds": round(m["onnx_export_seconds"], 1),
+        "forest_nodes": int(m["forest_nodes"]),
+        "min_samples_leaf": p["min_samples_leaf"],
+        "max_depth": p["max_depth"],
+        "bootstrap_rows_per_tree": p["bootstrap_rows_per_tree"],
+        "version": r.version,
+    }
+
+
+def _child_monitor(home: str, _month_dir: str, as_of: str) -> dict[str, object]:
+    from typing import Any
+
+    from streamflow.monitoring.monitor import MonitorRequest, run_monitor
+    from streamflow.settings import Settings
+
+    settings = Settings(home=Path(home))  # type: ignore[call-arg]
+    request = MonitorRequest.build(settings, as_of_ref=MONTHS[0][1], as_of_cur=as_of)
+    steps: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            steps[name] = round(steps.get(name, 0.0) + time.perf_counter() - t0, 1)
+
+    summary = run_monitor(request, settings, emit=lambda _line: None, step=timed)
+    perf = summary["performance"]
+    return {
+        "rows": summary["n_ref"] + summary["n_cur"],
+        "drift_share": round(summary["drift_share"], 4),
+        "decision": summary["decision"],
+        "sample": f"{summary['sample']['reference']['rows']:,}+{summary['sample']['current']['rows']:,}",
+        "realized_auc": round(perf["realized"]["auc"], 4) if perf["realized"] else None,
+        "estimated_auc": round(perf["estimated"]["auc"], 4) if perf["estimated"] else None,
+        "steps": steps,
+    }
+
+
 CHILD: dict[str, Callable[[str, str, str], dict[str, object]]] = {
     "ingest": _child_ingest,
     "materialize": _child_materialize,
+    "train": _child_train,
+    "monitor": _child_monitor,
     "serve": _child_serve,  # needs wrk; run after materialize
 }
+# Which months a stage runs on (default: every month): training on the first month (its model
+# becomes production), the monitor once both months are in (first vs second).
+MONTHS_OF: dict[str, tuple[str, ...]] = {"train": (MONTHS[0][0],), "monitor": (MONTHS[1][0],)}
 
 
 def child_main(stage: str, home: str, month_dir: str, as_of: str) -> None:
@@ -112,7 +175,18 @@ def child_main(stage: str, home: str, month_dir: str, as_of: str) -> None:
     setup_logging("WARNING")
     # imports are process start-up, not the stage: load what the stage uses before timing it
     import streamflow.features.store
-    import streamflow.ingest.loader  # noqa: F401
+    import streamflow.ingest.loader
+
+    if stage == "train":
+        import mlflow.sklearn  # noqa: F401
+        import skl2onnx  # noqa: F401
+
+        import streamflow.training.train
+    if stage == "monitor":
+        import evidently.presets  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        import streamflow.monitoring.monitor  # noqa: F401
 
     t0 = time.perf_counter()
     out = CHILD[stage](home, month_dir, as_of)
@@ -158,6 +232,8 @@ def one_repeat(seeds: Path, users: int, stages: list[str], keep: Path | None) ->
         try:
             for month, as_of in MONTHS:
                 for stage in stages:
+                    if month not in MONTHS_OF.get(stage, (month,)):
+                        continue
                     r = run_step(ctx, stage, month, as_of)
                     print(
                         f"  {stage:<12} {month} {r.seconds:7.1f}s  {r.rows_per_second:12,.0f} rows/s  "
@@ -173,7 +249,7 @@ def one_repeat(seeds: Path, users: int, stages: list[str], keep: Path | None) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1_000_000)
-    ap.add_argument("--stages", default="ingest,materialize", help=f"comma-separated, of {sorted(CHILD)}")
+    ap.add_argument("--stages", default="ingest,materialize,train,monitor", help=f"comma-separated, of {sorted(CHILD)}")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--seeds", type=Path, help="reuse generated months (month_000, month_001) from here")
     ap.add_argument("--workdir", type=Path, help="where temporary homes and seeds go (default: system temp)")

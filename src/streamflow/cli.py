@@ -181,13 +181,16 @@ def materialize(
 def train(
     as_of: Annotated[str, typer.Option("--as-of", help="Train on this month's snapshot and labels.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows read, trees grown, rows scored).")] = True,
 ) -> None:
-    """Train the RandomForest baseline, log it to MLflow and register a version."""
+    """Train the RandomForest baseline (bounded trees: settings min_samples_leaf, max_depth,
+    max_samples), log it to MLflow and register a version."""
+    from streamflow.console_progress import rich_progress
     from streamflow.training.train import dump_json, train_model
 
     settings = _settings()
-    with console.status("training…") as status:
-        result = train_model(as_of, settings, progress=status.update)
+    with rich_progress(console, enabled=progress) as on_progress:
+        result = train_model(as_of, settings, progress=on_progress)
     if json_out:
         out.print_json(dump_json(result))
         return
@@ -439,6 +442,7 @@ def monitor(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (progress goes to stderr).")
     ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (rows read and scored) on stderr.")] = True,
 ) -> None:
     """Evidently drift report ref vs cur → drift_share, target drift → decision (Prefect flow monitor_month)."""
     run_monitor_command(
@@ -449,6 +453,7 @@ def monitor(
         retrain=retrain,
         orchestrator=orchestrator,
         json_out=json_out,
+        progress=progress,
     )
 
 
@@ -461,6 +466,7 @@ def run_monitor_command(
     retrain: bool,
     orchestrator: str | None,
     json_out: bool,
+    progress: bool = False,
 ) -> None:
     """`streamflow monitor` (also the course's services/prefect/monitor_flow.py). Without ``--json``
     the last stdout line is the course's decision line; with it the progress lines go to stderr and
@@ -486,7 +492,10 @@ def run_monitor_command(
     def emit(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    summary, _ = run_monitor_with(how, request, settings, emit=emit)  # type: ignore[arg-type]
+    from streamflow.console_progress import rich_progress
+
+    with rich_progress(console, enabled=progress) as on_progress:
+        summary, _ = run_monitor_with(how, request, settings, emit=emit, progress=on_progress)  # type: ignore[arg-type]
     if json_out:
         print(json.dumps(json_safe(summary), indent=2, allow_nan=False), flush=True)
 

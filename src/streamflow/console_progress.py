@@ -17,7 +17,8 @@ from streamflow.progress import ProgressCallback, ProgressEvent
 class RowsColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         total = f"/{int(task.total):,}" if task.total is not None else ""
-        return Text(f"{int(task.completed):,}{total} rows", style="progress.download")
+        unit = task.fields.get("unit", "rows")
+        return Text(f"{int(task.completed):,}{total} {unit}", style="progress.download")
 
 
 class RowsPerSecondColumn(ProgressColumn):
@@ -25,7 +26,8 @@ class RowsPerSecondColumn(ProgressColumn):
         elapsed = task.finished_time if task.finished else task.elapsed
         if not elapsed or not task.completed:
             return Text("", style="progress.data.speed")
-        return Text(f"{task.completed / elapsed:,.0f} rows/s", style="progress.data.speed")
+        unit = task.fields.get("unit", "rows")
+        return Text(f"{task.completed / elapsed:,.0f} {unit}/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -51,7 +53,7 @@ def rich_progress(console: Console, *, enabled: bool = True) -> Iterator[Progres
             return
         task_id: TaskID | None = tasks.get(event.task)
         if task_id is None:
-            task_id = tasks[event.task] = progress.add_task(event.task, total=event.total)
+            task_id = tasks[event.task] = progress.add_task(event.task, total=event.total, unit=event.unit)
         progress.update(task_id, completed=event.done, total=event.total)
 
     with progress:

@@ -14,12 +14,14 @@ class ProgressEvent:
 
     ``task`` names a unit of work ("load subscriptions", "materialize usage_agg_30d_fv");
     ``done`` is the number of rows of that task finished so far (monotonic), ``total`` its size
-    when known. A plain message (no rows) has ``total`` None and ``done`` 0."""
+    when known. A plain message (no rows) has ``total`` None and ``done`` 0. ``unit`` says what
+    is counted when it is not rows (e.g. the trees of a forest)."""
 
     task: str
     done: int = 0
     total: int | None = None
     message: str | None = None
+    unit: str = "rows"
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

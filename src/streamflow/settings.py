@@ -73,9 +73,37 @@ class Settings(BaseSettings):
     model_name: str = "streamflow_churn"
     model_alias: str = "production"
     random_seed: int = 42
-    n_estimators: int = 300
+    n_estimators: int = Field(300, ge=1, description="Trees of the RandomForest.")
+    min_samples_leaf: int = Field(
+        20,
+        ge=1,
+        description="Smallest leaf of the forest's trees (bounds tree size; chosen by measurement, "
+        "benchmarks/README.md).",
+    )
+    max_depth: int | None = Field(None, ge=1, description="Depth limit of the forest's trees (None: no limit).")
+    max_samples: int | None = Field(
+        50_000,
+        ge=1,
+        description="Bootstrap rows per tree: each tree sees at most this many rows (all training rows when there "
+        "are fewer; None: always all). Logged with the run's params.",
+    )
+    score_threads: int = Field(
+        2, ge=1, le=64, description="onnxruntime threads when training and the monitor score whole months."
+    )
+    fit_chunk_trees: int = Field(
+        25, ge=1, description="Trees grown per step of the forest's fit (progress granularity; same forest)."
+    )
 
     feast_project: str = "streamflow"
+    dataset_work_mem: str = Field(
+        "256MB", description="PostgreSQL work_mem of the query reading a month's dataset (its hash joins)."
+    )
+    dataset_reader: Literal["snapshots", "feast"] = Field(
+        "snapshots",
+        description="How training and monitoring read a month's point-in-time dataset: snapshots = one SQL per "
+        "month straight from the snapshot tables (typed columns, streamed); feast = Feast's offline retrieval "
+        "(the reference; an integration test proves both equal).",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -207,6 +235,14 @@ class Settings(BaseSettings):
     )
     prefect_startup_seconds: int = Field(60, ge=1, description="Wait this long for Prefect's local API server.")
     drift_threshold: float = 0.3
+    monitor_sample_rows: int | None = Field(
+        200_000,
+        ge=1000,
+        description="Evidently compares at most this many rows per month (a seeded sample, stratified by label; "
+        "stated in the summary's `sample` and the report; None: every row). Target drift, realized metrics and "
+        "the CBPE estimate always use every row.",
+    )
+    monitor_sample_seed: int = Field(42, description="Seed of the monitor's sample.")
     promote_min_delta: float = Field(0.0, description="Candidate AUC must beat production by more than this.")
     min_auc: float = Field(
         0.70, ge=0.0, le=1.0, description="Retraining is triggered when the realized AUC of a month is below this."

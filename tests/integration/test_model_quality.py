@@ -162,7 +162,9 @@ def test_training_logs_the_cbpe_calibration_and_the_training_users(course_stack:
     # fitted on the validation split's probabilities of the ONNX model
     split = split_dataset(build_point_in_time_dataset(REF, settings), settings.random_seed)
     onnx = Path(client.download_artifacts(january.run_id, "onnx/model.onnx")).read_bytes()
-    refit = CBPECalibration.fit(onnx_probabilities(onnx, split.X_val), split.y_val.to_numpy())
+    # the same onnxruntime thread count as training: the trees' float32 sums are ordered by thread
+    proba = onnx_probabilities(onnx, split.X_val, threads=settings.score_threads)
+    refit = CBPECalibration.fit(proba, split.y_val.to_numpy())
     assert stored == refit and stored.n_reference == len(split.X_val) == 1761
     sklearn_proba = january.pipeline.predict_proba(split.X_val)[:, 1]
     assert np.abs(onnx_probabilities(onnx, split.X_val) - sklearn_proba).max() < 1e-5

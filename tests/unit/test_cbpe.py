@@ -383,6 +383,9 @@ class Month1:
 
     def scored(self, model: Pipeline) -> tuple[np.ndarray, np.ndarray]:
         rows = self.frame[self.held_out]
+        # one thread: a parallel forest adds its trees' votes in whatever order the threads finish
+        # (probabilities then differ in the last bit between two calls on the same rows)
+        model[-1].n_jobs = 1
         return np.asarray(model.predict_proba(rows[FEATURES])[:, 1]), rows[LABEL].to_numpy()
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from streamflow.errors import OperationalError
-from streamflow.monitoring.monitor import MonitorRequest, run_monitor
+from streamflow.monitoring.monitor import MonitorRequest, progress_to, run_monitor
+from streamflow.progress import ProgressCallback, no_progress
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,10 @@ def run_monitor_with(
     settings: Settings,
     *,
     emit: Callable[[str], None],
+    progress: ProgressCallback = no_progress,
 ) -> tuple[dict[str, Any], str]:
     """Run the monitor for ``request``; returns (summary, how it ran: "prefect" or "direct").
+    ``progress`` receives the rows of the long steps (either way).
 
     ``none`` runs the steps directly. ``prefect`` runs the flow ``monitor_month`` (its settings come
     from this process's environment, so ``settings`` must be ``get_settings()``'s) and raises
@@ -90,14 +93,15 @@ def run_monitor_with(
     never re-run (retraining must not happen twice).
     """
     if orchestrator == "none":
-        return run_monitor(request, settings, emit=emit), "direct"
+        return run_monitor(request, settings, emit=emit, progress=progress), "direct"
     prefect_environment(settings)
     from streamflow.flows.monitor import flow_bodies_started, monitor_month
 
     started_before = flow_bodies_started()
     lines = _LinesTo(emit)
     try:
-        with contextlib.redirect_stdout(lines):  # the flow's lines go where the caller wants them
+        # the flow's lines go where the caller wants them; its progress too (flow parameters cannot carry it)
+        with contextlib.redirect_stdout(lines), progress_to(progress):
             summary = monitor_month(
                 as_of_ref=request.as_of_ref,
                 as_of_cur=request.as_of_cur,
@@ -117,5 +121,5 @@ def run_monitor_with(
         if orchestrator == "prefect":
             raise OrchestratorUnavailable(f"Prefect could not run the monitor flow ({detail})") from exc
         emit(f"[Orchestrator] Prefect unavailable ({detail}): running the same monitor steps without it")
-        return run_monitor(request, settings, emit=emit), "direct"
+        return run_monitor(request, settings, emit=emit, progress=progress), "direct"
     return summary, "prefect"

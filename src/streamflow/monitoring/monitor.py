@@ -2,11 +2,18 @@
 the production model on the current month, publish the numbers, decide, and (optionally) retrain
 for real.
 
-    build_dataset ×2 → validate_inputs → load_production_model → score_months
+    build_dataset ×2 → validate_inputs → load_production_model → sample_months → score_months
     → compute_target_drift → run_evidently (features + prediction drift)
     → measure_performance (realized if the month has labels, CBPE estimate; stored)
     → decide_action (policy: drift + performance) → write_summary → push_drift_metrics
     → [retrain_and_maybe_promote] → decision line
+
+At scale (issue 11): the months are read straight from the snapshot tables (one SQL each,
+``features/dataset.py``); Evidently compares a stated sample of each month (``sample_months``,
+at most ``settings.monitor_sample_rows`` rows, shown in the summary's ``sample`` and the
+report); the current month is scored whole by the ONNX model in batches (realized metrics and
+the CBPE estimate use every row), the reference month only on its sampled rows (its predictions
+serve the prediction-drift comparison alone). Long steps report rows through ``progress``.
 
 The current month may have no labels yet (they arrive once the month is over): the monitor then
 works from the features alone — no target drift, no realized metrics, a decision from drift and
@@ -23,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -44,6 +53,7 @@ from streamflow.monitoring.performance import (
 )
 from streamflow.monitoring.production_model import ModelArtifactError, ScoringModel, load_production_model
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
+from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
 from streamflow.schema import ENTITY, LABEL
 from streamflow.settings import Settings
 
@@ -52,6 +62,19 @@ log = logging.getLogger(__name__)
 PUSH_TIMEOUT_S = 5.0
 T = TypeVar("T")
 Emit = Callable[[str], None]
+# Who renders the monitor's progress when the caller cannot pass a callback (the Prefect flow's
+# parameters are serialized): ``streamflow.flows.run_monitor_with`` sets it around the flow.
+PROGRESS: ContextVar[ProgressCallback] = ContextVar("streamflow_monitor_progress", default=no_progress)
+
+
+@contextmanager
+def progress_to(listener: ProgressCallback) -> Iterator[None]:
+    """Route the progress of monitor runs started inside the block to ``listener``."""
+    token = PROGRESS.set(listener)
+    try:
+        yield
+    finally:
+        PROGRESS.reset(token)
 
 
 class StepRunner(Protocol):
@@ -83,6 +106,8 @@ class MonitorRequest:
     pushgateway_url: str | None
     min_auc: float = 0.70
     max_auc_drop: float = 0.05
+    sample_rows: int | None = None  # Evidently compares at most this many rows per month (None: all)
+    sample_seed: int = 42
 
     @property
     def policy(self) -> decision_lib.PerformancePolicy:
@@ -118,6 +143,8 @@ class MonitorRequest:
             pushgateway_url=pushgateway_url if pushgateway_url is not None else settings.pushgateway_url,
             min_auc=settings.min_auc,
             max_auc_drop=settings.max_auc_drop,
+            sample_rows=settings.monitor_sample_rows,
+            sample_seed=settings.monitor_sample_seed,
         )
 
 
@@ -175,10 +202,10 @@ def simulated_retrain_lines(
 
 
 # --------------------------------------------------------------------------- the steps
-def build_dataset(as_of: str, settings: Settings, emit: Emit) -> pd.DataFrame:
+def build_dataset(as_of: str, settings: Settings, emit: Emit, progress: ProgressCallback = no_progress) -> pd.DataFrame:
     """The point-in-time dataset of one month: 14 features + that month's churn label (no label
     column when the month's labels have not arrived)."""
-    df = build_point_in_time_dataset(as_of, settings, require_labels=False)
+    df = build_point_in_time_dataset(as_of, settings, require_labels=False, progress=progress)
     rate = f"{float(df[LABEL].mean()):.4f}" if LABEL in df.columns else "n/a (no labels yet)"
     emit(f"[Dataset] as_of={as_of} rows={len(df)} churn_rate={rate}")
     return df
@@ -200,60 +227,109 @@ def load_model(settings: Settings, emit: Emit) -> tuple[ScoringModel | None, str
     return model, None
 
 
+@dataclass(frozen=True)
+class Compared:
+    """The rows the drift report compares: a stated sample of each month (or every row), the
+    sample's description and where the current month's sampled rows sit in the whole month."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    sample: drift_lib.DriftSample
+    current_positions: Any  # numpy positions into the whole current month; None = every row
+
+
+def sample_months(ref_df: pd.DataFrame, cur_df: pd.DataFrame, request: MonitorRequest, emit: Emit) -> Compared:
+    """Cut both months to the stated sample Evidently compares (``request.sample_rows`` rows per
+    month at most, seeded; stratified by label when a month has labels)."""
+    ref_rows, cur_rows, sample, _, cur_pos = drift_lib.sample_months(
+        ref_df, cur_df, request.sample_rows, request.sample_seed
+    )
+    emit(f"[Sample] Evidently compares {sample.describe()}")
+    return Compared(ref_rows, cur_rows, sample, cur_pos)
+
+
 def score_months(
-    model: ScoringModel | None, reference_df: pd.DataFrame, current_df: pd.DataFrame, emit: Emit
-) -> tuple[pd.DataFrame, pd.DataFrame, drift_lib.PredictionScope | None]:
-    """Both months with the production model's P(churn) per row (``churn_probability``), and the
-    rows whose predictions the prediction drift compares: the users the model was not trained on
-    (a forest's scores of its training rows are memorised, over-confident — comparing them with
-    next month's scores shows "drift" that is only memorisation), or every user when the model's
-    training users are unknown."""
+    model: ScoringModel | None,
+    current_df: pd.DataFrame,
+    compared: Compared,
+    emit: Emit,
+    progress: ProgressCallback = no_progress,
+) -> tuple[pd.DataFrame, Compared, drift_lib.PredictionScope | None]:
+    """The production model's P(churn) (``churn_probability``) for every row of the current month
+    (realized metrics and CBPE use them all) and for the compared rows of both months, and the rows
+    whose predictions the prediction drift compares: the users the model was not trained on (a
+    forest's scores of its training rows are memorised, over-confident — comparing them with next
+    month's scores shows "drift" that is only memorisation), or every compared user when the
+    model's training users are unknown. The reference month is scored on its compared rows only."""
     if model is None:
-        return reference_df, current_df, None
-    ref = reference_df.assign(**{drift_lib.PREDICTION: model.churn_probability(reference_df)})
-    cur = current_df.assign(**{drift_lib.PREDICTION: model.churn_probability(current_df)})
-    ref_unseen, cur_unseen = model.unseen(ref[ENTITY]), model.unseen(cur[ENTITY])
+        return current_df, compared, None
+    cur_proba = model.churn_probability(current_df, progress=progress, task="score current month")
+    cur = current_df.assign(**{drift_lib.PREDICTION: cur_proba})
+    ref_rows = compared.reference.assign(
+        **{
+            drift_lib.PREDICTION: model.churn_probability(
+                compared.reference, progress=progress, task="score reference (compared rows)"
+            )
+        }
+    )
+    pos = compared.current_positions
+    cur_rows = compared.current.assign(**{drift_lib.PREDICTION: cur_proba if pos is None else cur_proba[pos]})
+    compared = Compared(ref_rows, cur_rows, compared.sample, pos)
+    ref_unseen, cur_unseen = model.unseen(ref_rows[ENTITY]), model.unseen(cur_rows[ENTITY])
     scope = None
-    compared = "every user (training users unknown)"
+    population = "every compared user (training users unknown)"
     if ref_unseen is not None and cur_unseen is not None and ref_unseen.any() and cur_unseen.any():
         scope = drift_lib.PredictionScope("unseen", ref_unseen, cur_unseen)
-        compared = f"the users v{model.version} was not trained on ({int(ref_unseen.sum())} / {int(cur_unseen.sum())})"
+        population = (
+            f"the users v{model.version} was not trained on ({int(ref_unseen.sum()):,} / {int(cur_unseen.sum()):,})"
+        )
+    ref_what = "all users" if not compared.sample.reference.sampled else "sample"
     emit(
-        f"[Predictions] v{model.version} mean churn_probability: ref={ref[drift_lib.PREDICTION].mean():.4f} "
-        f"cur={cur[drift_lib.PREDICTION].mean():.4f} (all users); prediction drift compares {compared}"
+        f"[Predictions] v{model.version} mean churn_probability: ref={ref_rows[drift_lib.PREDICTION].mean():.4f} "
+        f"({ref_what}) cur={cur[drift_lib.PREDICTION].mean():.4f} (all users); prediction drift compares "
+        f"{population}"
     )
-    return ref, cur, scope
+    return cur, compared, scope
 
 
-def compute_target_drift(reference_df: pd.DataFrame, current_df: pd.DataFrame, emit: Emit) -> float | None:
-    """Absolute difference of the two months' churn rates (each month's own labels); None (and
-    said so) when a month has no labels yet."""
+def compute_target_drift(
+    reference_df: pd.DataFrame, current_df: pd.DataFrame, emit: Emit
+) -> drift_lib.TargetDrift | None:
+    """The two months' churn rates (each month's own labels, every row) and their absolute
+    difference; None (and said so) when a month has no labels yet."""
     missing = [name for name, df in (("reference", reference_df), ("current", current_df)) if LABEL not in df]
     if missing:
         emit(f"[Target drift] n/a: the {' and '.join(missing)} month has no labels yet")
         return None
     t = drift_lib.compute_target_drift(reference_df, current_df)
     emit(f"[Target drift] ref_rate={t.ref_rate:.4f} cur_rate={t.cur_rate:.4f} abs_diff={t.abs_diff:.4f}")
-    return t.abs_diff
+    return t
 
 
 def run_evidently(
-    reference_df: pd.DataFrame,
-    current_df: pd.DataFrame,
+    compared: Compared,
     request: MonitorRequest,
     emit: Emit,
     prediction_scope: drift_lib.PredictionScope | None = None,
+    target: drift_lib.TargetDrift | None = None,
+    progress: ProgressCallback = no_progress,
 ) -> drift_lib.DriftResult:
-    """Evidently report (HTML + JSON + summary.json); drift_share over the 14 features."""
+    """Evidently report (HTML + JSON + summary.json) over the compared rows; drift_share over the
+    14 features; the target drift of the whole months."""
+    rows = len(compared.reference) + len(compared.current)
+    progress(ProgressEvent("evidently", 0, rows))
     result = drift_lib.run_drift_report(
-        reference_df,
-        current_df,
+        compared.reference,
+        compared.current,
         request.as_of_ref,
         request.as_of_cur,
         request.threshold,
         request.report_dir,
         prediction_scope=prediction_scope,
+        sample=compared.sample,
+        target=target,
     )
+    progress(ProgressEvent("evidently", rows, rows))
     drifted = ", ".join(
         f"{f.feature} ({f.note})" if f.note else f"{f.feature} ({f.method} {f.score:.4g} vs {f.threshold:g})"
         for f in result.drifted_features
@@ -341,7 +417,7 @@ class MonitorPerformance:
 
 def measure_performance(
     model: ScoringModel | None, model_note: str | None, current_df: pd.DataFrame, as_of: str, settings: Settings,
-    emit: Emit,
+    emit: Emit, progress: ProgressCallback = no_progress,
 ) -> MonitorPerformance:  # fmt: skip
     """Realized (when the month has labels) and CBPE-estimated performance of the production model
     on the current month, stored in ``model_performance``; prints the ``[Performance]`` line."""
@@ -352,11 +428,14 @@ def measure_performance(
     proba = current_df[drift_lib.PREDICTION].to_numpy()
     notes: dict[str, str] = {}
     realized: list[Measurement] = []
+    n = len(current_df)
+    progress(ProgressEvent("performance", 0, n))
     if LABEL in current_df.columns:
         realized = measure_realized(model, current_df, as_of, proba)
     else:
         notes["realized"] = f"no labels for as_of={as_of} yet"
     estimated, note = measure_estimated(model, current_df, as_of, proba)
+    progress(ProgressEvent("performance", n, n))
     if note:
         notes["estimated"] = note
     store_measurements(settings, [*realized, *([estimated] if estimated else [])])
@@ -515,20 +594,29 @@ def run_monitor(
     *,
     emit: Emit,
     step: StepRunner = run_directly,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Run the monitor for ``request``; returns the summary (drift, ``decision`` of the policy,
-    ``reasons``, ``performance``, ``prediction_drift``) plus ``metrics_push``, ``retrain`` (the
-    comparison, or None) and ``decision_line``. Raises :class:`InputError` subclasses for bad
-    input, :class:`~streamflow.errors.OperationalError` subclasses when a report or retraining fails."""
+    ``reasons``, ``performance``, ``prediction_drift``, ``sample``) plus ``metrics_push``,
+    ``retrain`` (the comparison, or None) and ``decision_line``. ``progress`` (default: the
+    listener set by :func:`progress_to`) receives the rows of the long steps. Raises
+    :class:`InputError` subclasses for bad input, :class:`~streamflow.errors.OperationalError`
+    subclasses when a report or retraining fails."""
     ref, cur = request.as_of_ref, request.as_of_cur
-    ref_df = step("build_dataset", build_dataset, ref, settings, emit)
-    cur_df = step("build_dataset", build_dataset, cur, settings, emit)
+    on_progress = progress or PROGRESS.get()
+    ref_df = step("build_dataset", build_dataset, ref, settings, emit, on_progress)
+    cur_df = step("build_dataset", build_dataset, cur, settings, emit, on_progress)
     step("validate_inputs", drift_lib.validate_frames, ref_df, cur_df, ref, cur)
     model, model_note = step("load_production_model", load_model, settings, emit)
-    ref_df, cur_df, scope = step("score_months", score_months, model, ref_df, cur_df, emit)
-    step("compute_target_drift", compute_target_drift, ref_df, cur_df, emit)
-    result = step("run_evidently", run_evidently, ref_df, cur_df, request, emit, scope)
-    performance = step("measure_performance", measure_performance, model, model_note, cur_df, cur, settings, emit)
+    compared = step("sample_months", sample_months, ref_df, cur_df, request, emit)
+    cur_df, compared, scope = step("score_months", score_months, model, cur_df, compared, emit, on_progress)
+    target = step("compute_target_drift", compute_target_drift, ref_df, cur_df, emit)
+    del ref_df  # the reference month is only needed through its compared rows from here on
+    result = step("run_evidently", run_evidently, compared, request, emit, scope, target, on_progress)
+    del compared
+    performance = step(
+        "measure_performance", measure_performance, model, model_note, cur_df, cur, settings, emit, on_progress
+    )
     outcome = step("decide_action", decide_action, result, performance, request, emit)
     summary = monitor_summary(result, performance, outcome, request)
     step("write_summary", write_summary, result, summary)

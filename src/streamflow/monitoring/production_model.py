@@ -40,6 +40,7 @@ import pandas as pd
 
 from streamflow.errors import InputError, OperationalError
 from streamflow.monitoring.cbpe import CBPECalibration
+from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
 from streamflow.schema import FEATURES
 from streamflow.serving.onnx_model import OnnxModel  # the one import of the ONNX runtime class
 from streamflow.settings import Settings
@@ -51,6 +52,28 @@ CBPE_DIR = "cbpe"
 CBPE_ARTIFACT = f"{CBPE_DIR}/calibration.json"
 TRAINED_USERS_ARTIFACT = f"{CBPE_DIR}/trained_user_ids.txt.gz"
 _PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+SCORE_BATCH_ROWS = 50_000  # rows per onnxruntime call when scoring a month (memory bound, not a tunable)
+
+
+def score_in_batches(
+    onnx: OnnxModel,
+    frame: pd.DataFrame,
+    *,
+    batch_rows: int = SCORE_BATCH_ROWS,
+    progress: ProgressCallback = no_progress,
+    task: str = "score",
+) -> npt.NDArray[np.float64]:
+    """P(churn) of every row of ``frame`` by ``onnx``, ``batch_rows`` at a time (the feed of one
+    batch is a few MB whatever the month's size), reporting the rows scored; clipped into [0, 1]."""
+    n = len(frame)
+    out = np.empty(n, dtype=np.float64)
+    features = frame[FEATURES]
+    progress(ProgressEvent(task, 0, n))
+    for start in range(0, n, batch_rows):
+        stop = min(start + batch_rows, n)
+        out[start:stop] = onnx.predict_proba(features.iloc[start:stop])
+        progress(ProgressEvent(task, stop, n))
+    return np.clip(out, 0.0, 1.0)
 
 
 class UnknownModelVersionError(InputError, LookupError):
@@ -75,10 +98,11 @@ class ScoringModel:
     trained_user_ids: frozenset[str] | None = field(repr=False)
     notes: dict[str, str] = field(default_factory=dict)  # "calibration" / "trained_users" → why missing
 
-    def churn_probability(self, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
-        """P(churn) per row, from the ONNX artefact (float32 sums clipped into [0, 1])."""
-        proba = np.asarray(self.onnx.predict_proba(frame[FEATURES]), dtype=np.float64)
-        return np.clip(proba, 0.0, 1.0)
+    def churn_probability(
+        self, frame: pd.DataFrame, progress: ProgressCallback = no_progress, task: str = "score"
+    ) -> npt.NDArray[np.float64]:
+        """P(churn) per row, from the ONNX artefact (float32 sums clipped into [0, 1]), in batches."""
+        return score_in_batches(self.onnx, frame, progress=progress, task=task)
 
     def predict_proba(self, X: pd.DataFrame) -> npt.NDArray[np.float64]:
         """scikit-learn's shape, ``[P(0), P(1)]`` per row (for code written against a pipeline)."""
@@ -90,6 +114,8 @@ class ScoringModel:
         if self.trained_user_ids is None:
             return None
         trained = self.trained_user_ids
+        if isinstance(user_ids, pd.Series):
+            return ~user_ids.isin(trained).to_numpy(dtype=bool)  # hash lookups in C, not a Python loop
         return np.fromiter((u not in trained for u in user_ids), dtype=bool)
 
     def describe(self) -> str:
@@ -133,7 +159,8 @@ def _download(client: Any, run_id: str, path: str) -> bytes:
 
 
 def load_model_version(settings: Settings, version: str) -> ScoringModel:
-    """Version ``version`` of ``settings.model_name``: ONNX runtime + what the monitor needs."""
+    """Version ``version`` of ``settings.model_name``: ONNX runtime (``settings.score_threads``
+    threads: the monitor scores whole months) + what the monitor needs."""
     from mlflow.exceptions import MlflowException
 
     client = _client(settings)
@@ -145,7 +172,7 @@ def load_model_version(settings: Settings, version: str) -> ScoringModel:
         ) from exc
     run = client.get_run(mv.run_id)
     try:
-        onnx = OnnxModel(_download(client, mv.run_id, ONNX_ARTIFACT))
+        onnx = OnnxModel(_download(client, mv.run_id, ONNX_ARTIFACT), threads=settings.score_threads)
     except Exception as exc:
         raise ModelArtifactError(
             f"{settings.model_name} v{mv.version}: cannot load {ONNX_ARTIFACT} of run {mv.run_id} "
@@ -201,14 +228,21 @@ def load_production_model(settings: Settings) -> ScoringModel | None:
 # ---- training time ------------------------------------------------------------------------------
 
 
-def onnx_probabilities(onnx_bytes: bytes, X: pd.DataFrame) -> npt.NDArray[np.float64]:
+def onnx_probabilities(
+    onnx_bytes: bytes, X: pd.DataFrame, *, threads: int = 1, progress: ProgressCallback = no_progress
+) -> npt.NDArray[np.float64]:
     """P(churn) of serialized ONNX ``onnx_bytes`` on ``X`` (clipped into [0, 1])."""
-    proba = np.asarray(OnnxModel(onnx_bytes).predict_proba(X[FEATURES]), dtype=np.float64)
-    return np.clip(proba, 0.0, 1.0)
+    return score_in_batches(OnnxModel(onnx_bytes, threads=threads), X, progress=progress, task="score validation")
 
 
 def log_quality_artifacts(
-    onnx_bytes: bytes, X_val: pd.DataFrame, y_val: pd.Series, trained_user_ids: Iterable[str]
+    onnx_bytes: bytes,
+    X_val: pd.DataFrame,
+    y_val: pd.Series,
+    trained_user_ids: Iterable[str],
+    *,
+    threads: int = 1,
+    progress: ProgressCallback = no_progress,
 ) -> CBPECalibration | None:
     """In the active MLflow run: fit the CBPE calibration on the validation split's ONNX
     probabilities and log it (``cbpe/calibration.json``), and log the training rows' user ids
@@ -218,7 +252,8 @@ def log_quality_artifacts(
 
     calibration: CBPECalibration | None = None
     try:
-        calibration = CBPECalibration.fit(onnx_probabilities(onnx_bytes, X_val), y_val.to_numpy())
+        proba = onnx_probabilities(onnx_bytes, X_val, threads=threads, progress=progress)
+        calibration = CBPECalibration.fit(proba, y_val.to_numpy())
     except ValueError as exc:
         log.warning("event=cbpe_calibration_failed error=%r", str(exc))
         mlflow.set_tag("cbpe_calibration_error", str(exc)[:500])

@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,15 +23,16 @@ from sklearn.pipeline import Pipeline
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset
+from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
 from streamflow.training.onnx_export import export_onnx
-from streamflow.training.pipeline import build_pipeline
+from streamflow.training.pipeline import ForestParams, build_pipeline, forest_params
 from streamflow.training.registry import ensure_experiment, production_version, promote
 
 log = logging.getLogger(__name__)
 VAL_SIZE = 0.25
-Progress = Callable[[str], None]
+FIT_TASK = "fit forest"
 
 
 @dataclass
@@ -81,13 +82,53 @@ def _trusted_types(model: Pipeline) -> list[str]:
     return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
-def fit_pipeline(split: Split, settings: Settings) -> tuple[Pipeline, dict[str, float], float]:
-    pipe = build_pipeline(settings)
+def fit_in_steps(pipe: Pipeline, X: pd.DataFrame, y: pd.Series, step: int, progress: ProgressCallback) -> Pipeline:
+    """Fit ``pipe`` (preprocess + RandomForest) reporting the trees grown: the preprocessing once,
+    then the forest ``step`` trees at a time (``warm_start``). scikit-learn draws the seeds of the
+    new trees after skipping those of the existing ones, so the forest is identical to a single
+    ``fit`` (a unit test checks it, probability for probability)."""
+    preprocess, forest = pipe.steps[0][1], pipe.steps[-1][1]
+    Xt = np.ascontiguousarray(preprocess.fit_transform(X), dtype=np.float32)  # the forest's own dtype
+    total = int(forest.n_estimators)
+    progress(ProgressEvent(FIT_TASK, 0, total, unit="trees"))
+    forest.set_params(warm_start=True)
+    try:
+        with warnings.catch_warnings():
+            # "balanced" + warm_start is discouraged when later fits see other data; ours see the same rows
+            warnings.filterwarnings("ignore", message=".*class_weight presets.*", category=UserWarning)
+            for n in range(min(step, total), total + step, step):
+                forest.set_params(n_estimators=min(n, total))
+                forest.fit(Xt, y)
+                progress(ProgressEvent(FIT_TASK, len(forest.estimators_), total, unit="trees"))
+                if len(forest.estimators_) >= total:
+                    break
+    finally:
+        forest.set_params(warm_start=False, n_estimators=total)
+    return pipe
+
+
+def fit_pipeline(
+    split: Split, settings: Settings, progress: ProgressCallback | None = None
+) -> tuple[Pipeline, dict[str, float], float]:
+    """The pipeline fitted on the training split (forest bounded as :func:`forest_params` says
+    for that many rows), its validation metrics and the fit's seconds."""
+    pipe = build_pipeline(settings, n_train=len(split.X_train))
     t0 = time.perf_counter()
-    pipe.fit(split.X_train, split.y_train)
+    fit_in_steps(pipe, split.X_train, split.y_train, settings.fit_chunk_trees, progress or no_progress)
     seconds = time.perf_counter() - t0
     metrics = evaluate(pipe, split.X_val, split.y_val)
     return pipe, metrics, seconds
+
+
+def forest_run_params(params: ForestParams, settings: Settings, n_train: int) -> dict[str, object]:
+    """What the run logs about the forest: its effective parameters, the settings they came from
+    and how many rows each tree's bootstrap holds (subsampling is never silent)."""
+    return {
+        **params.as_params(),
+        "max_samples_setting": "None" if settings.max_samples is None else settings.max_samples,
+        "bootstrap_rows_per_tree": params.max_samples if params.max_samples is not None else n_train,
+        "subsampled": params.max_samples is not None,
+    }
 
 
 def train_model(
@@ -96,15 +137,23 @@ def train_model(
     *,
     promote_if_first: bool = True,
     dataset: pd.DataFrame | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    say = progress or (lambda _m: None)
+    """Train on month ``as_of`` (or on ``dataset``), log and register the model. ``progress``
+    receives the long steps (dataset rows read, trees grown, validation rows scored by the ONNX
+    model) and a message per phase."""
+    on_progress = progress or no_progress
+
+    def say(message: str) -> None:
+        on_progress(ProgressEvent("train", message=message))
+
     as_of_d = parse_as_of(as_of)
     say(f"building the point-in-time dataset for {as_of_d}")
-    df = dataset if dataset is not None else build_point_in_time_dataset(as_of_d, settings)
+    df = dataset if dataset is not None else build_point_in_time_dataset(as_of_d, settings, progress=on_progress)
     if df[LABEL].nunique() < 2:
         raise InputError(f"as_of={as_of_d}: labels have a single class; cannot train")
     split = split_dataset(df, settings.random_seed)
+    params = forest_params(settings, len(split.X_train))
 
     experiment_id = ensure_experiment(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"rf_{as_of_d}") as run:
@@ -112,9 +161,7 @@ def train_model(
         mlflow.log_params(
             {
                 "as_of": str(as_of_d),
-                "n_estimators": settings.n_estimators,
-                "class_weight": "balanced",
-                "max_features": "sqrt",
+                **forest_run_params(params, settings, len(split.X_train)),
                 "random_state": settings.random_seed,
                 "val_size": VAL_SIZE,
                 "n_rows": len(df),
@@ -123,13 +170,23 @@ def train_model(
                 "churn_rate": round(float(df[LABEL].mean()), 6),
             }
         )
-        say(f"training RandomForest({settings.n_estimators}) on {len(split.X_train)} rows")
-        pipe, metrics, seconds = fit_pipeline(split, settings)
-        mlflow.log_metrics({**metrics, "train_time_seconds": seconds})
+        if params.max_samples is not None:
+            mlflow.set_tag(
+                "subsampling",
+                f"each tree is grown on a bootstrap of {params.max_samples:,} of the {len(split.X_train):,} "
+                "training rows (max_samples; its measured effect on val AUC: benchmarks/README.md, training)",
+            )
+        bounds = f"min_samples_leaf={params.min_samples_leaf}, max_depth={params.max_depth}"
+        rows = f"{params.max_samples:,} rows per tree" if params.max_samples is not None else "all rows per tree"
+        say(f"training RandomForest({params.n_estimators}, {bounds}) on {len(split.X_train):,} rows ({rows})")
+        pipe, metrics, seconds = fit_pipeline(split, settings, on_progress)
+        mlflow.log_metrics({**metrics, "train_time_seconds": seconds, **forest_size_metrics(pipe)})
         mlflow.log_dict(feature_schema(), "feature_schema.json")
 
-        say("logging the model (scikit-learn + ONNX) to MLflow")
+        say("compiling the model to ONNX")
+        t0 = time.perf_counter()
         onnx_bytes = export_onnx(pipe, split.X_val)
+        mlflow.log_metrics({"onnx_bytes": len(onnx_bytes), "onnx_export_seconds": time.perf_counter() - t0})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
             path.write_bytes(onnx_bytes)
@@ -137,7 +194,15 @@ def train_model(
         # CBPE calibration (fitted on the ONNX model's validation probabilities) + training user ids
         from streamflow.monitoring.production_model import log_quality_artifacts
 
-        log_quality_artifacts(onnx_bytes, split.X_val, split.y_val, df.loc[split.X_train.index, ENTITY])
+        say("logging the model (scikit-learn + ONNX) to MLflow")
+        log_quality_artifacts(
+            onnx_bytes,
+            split.X_val,
+            split.y_val,
+            df.loc[split.X_train.index, ENTITY],
+            threads=settings.score_threads,
+            progress=on_progress,
+        )
         example = split.X_val.head(5)
         signature = infer_signature(example, pipe.predict(example))
         info = mlflow.sklearn.log_model(
@@ -164,6 +229,16 @@ def train_model(
         promoted,
     )
     return TrainResult(as_of_d, run_id, version, metrics, promoted, pipe, split)
+
+
+def forest_size_metrics(pipe: Pipeline) -> dict[str, float]:
+    """Nodes and leaves of the fitted forest (what the ONNX artefact and its scoring cost scale with)."""
+    trees = [e.tree_ for e in pipe.steps[-1][1].estimators_]
+    return {
+        "forest_nodes": float(sum(t.node_count for t in trees)),
+        "forest_leaves": float(sum(t.n_leaves for t in trees)),
+        "forest_max_depth": float(max(t.max_depth for t in trees)),
+    }
 
 
 def predict_proba(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
