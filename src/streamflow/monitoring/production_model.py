@@ -74,6 +74,7 @@ class ScoringModel:
     calibration: CBPECalibration | None = field(repr=False)
     trained_user_ids: frozenset[str] | None = field(repr=False)
     notes: dict[str, str] = field(default_factory=dict)  # "calibration" / "trained_users" → why missing
+    onnx_bytes: bytes = field(default=b"", repr=False)  # the artefact itself (the Spark engine ships it to executors)
 
     def churn_probability(self, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
         """P(churn) per row, from the ONNX artefact (float32 sums clipped into [0, 1])."""
@@ -145,7 +146,8 @@ def load_model_version(settings: Settings, version: str) -> ScoringModel:
         ) from exc
     run = client.get_run(mv.run_id)
     try:
-        onnx = OnnxModel(_download(client, mv.run_id, ONNX_ARTIFACT))
+        onnx_bytes = _download(client, mv.run_id, ONNX_ARTIFACT)
+        onnx = OnnxModel(onnx_bytes)
     except Exception as exc:
         raise ModelArtifactError(
             f"{settings.model_name} v{mv.version}: cannot load {ONNX_ARTIFACT} of run {mv.run_id} "
@@ -181,6 +183,7 @@ def load_model_version(settings: Settings, version: str) -> ScoringModel:
         calibration=calibration,
         trained_user_ids=trained,
         notes=notes,
+        onnx_bytes=onnx_bytes,
     )
 
 
