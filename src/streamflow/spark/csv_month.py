@@ -148,6 +148,7 @@ def check_batch(
     expected = table.column_names
     if sorted(header) != sorted(expected) or len(kept) == 0:
         return None, kept, problems
+    problems.append({"level": "rows", "count": len(kept)})
     blank = np.ones(len(kept), dtype=bool)
     for name in expected:
         blank &= np.asarray(pc.equal(columns[name], "").to_numpy(zero_copy_only=False), dtype=bool)
@@ -302,7 +303,7 @@ def read_file(spark: SparkSession, month_dir: str, table: SourceTable, limits: R
         invalid = sorted((tuple(x) for r in malformed for x in r["invalid"]), key=lambda x: x[0])
         problem = reader.malformed_rows_problem([(int(n), int(a), str(t)) for n, a, t in invalid], len(header))
         read_problems.append(dataclasses.replace(problem, count=sum(int(r["count"]) for r in malformed)))
-    n_rows = rows.count()
+    n_rows = sum(int(r["count"]) for r in records if r["level"] == "rows")
     return FileRead(
         table,
         uri,
@@ -353,24 +354,12 @@ class CsvMonth:
         self.cached.clear()
 
 
-def _examples_by_line(df: DataFrame, column: str) -> tuple[tuple[str, ...], int]:
-    """The first offending rows (by line) of ``df`` as the rules show them, and how many there are."""
+def _examples_by_line(df: DataFrame, column: str) -> tuple[str, ...]:
+    """The first offending rows (by line) of ``df`` as the rules show them."""
     from pyspark.sql import functions as F
 
-    n = df.count()
     first = df.orderBy(LINE).limit(MAX_EXAMPLES).select(LINE, "user_id", F.col(column).alias("_v")).collect()
-    return tuple(example_row(int(r[LINE]), r["user_id"], column, r["_v"]) for r in first), n
-
-
-def _duplicates(f: FileRead) -> Violation | None:
-    from pyspark.sql import functions as F
-
-    assert f.rows is not None
-    ids = f.rows.filter(F.col("user_id") != "")
-    dup_ids = ids.groupBy("user_id").count().filter(F.col("count") > 1).select("user_id")
-    dup_rows = ids.join(dup_ids, on="user_id", how="left_semi")
-    rows, n = _examples_by_line(dup_rows, "user_id")
-    return Violation(f.table.file_name, "user_id", RULE_UNIQUE, rows, n) if n else None
+    return tuple(example_row(int(r[LINE]), r["user_id"], column, r["_v"]) for r in first)
 
 
 def _column_violations(f: FileRead) -> list[Violation]:
@@ -387,8 +376,9 @@ def _column_violations(f: FileRead) -> list[Violation]:
     return out
 
 
-def _validate_file(f: FileRead, report: ValidationReport) -> bool:
-    """The single-machine ``_validate_file``: True when the file takes part in the cross-file checks."""
+def _validate_file(f: FileRead, report: ValidationReport) -> tuple[bool, bool]:
+    """The single-machine ``_validate_file`` but for unique ids (checked with the cross-file rules):
+    (whether its ids are checked for uniqueness, whether it takes part in the cross-file checks)."""
     assert f.header is not None
     expected = f.table.column_names
     missing = [c for c in expected if c not in f.header]
@@ -398,77 +388,136 @@ def _validate_file(f: FileRead, report: ValidationReport) -> bool:
     if extra:
         report.violations.append(Violation(f.table.file_name, ", ".join(extra), RULE_UNEXPECTED_COLUMNS))
     if missing or extra:
-        return False
+        return False, False
     if f.n_rows == 0:
         report.violations.append(Violation(f.table.file_name, None, RULE_NO_ROWS))
-        return False
+        return False, False
     blanks = [r for r in f.batch_problems if r["level"] == "blank"]
     if blanks:
         rows, n = _merge_examples(blanks)
         report.violations.append(Violation(f.table.file_name, None, RULE_BLANK, rows, n))
     report.violations.extend(_column_violations(f))
-    dup = _duplicates(f)
-    if dup is not None:
-        report.violations.append(dup)
-    return not blanks
+    return True, not blanks
 
 
-def _check_population(
-    spark: SparkSession, files: dict[str, FileRead], usable: set[str], report: ValidationReport,
-    known_users: DataFrame | None,
-) -> None:  # fmt: skip
-    """The single-machine ``_check_population`` as joins: ids outside users.csv (unless known from
-    earlier months), and every user in each of the six files."""
+_KNOWN = "_known"
+
+
+def _id_counts(
+    spark: SparkSession, files: dict[str, FileRead], names: list[str], known_users: DataFrame | None
+) -> DataFrame:
+    """One row per non-empty user id of the month: how many rows it has in each file (``c_<table>``)
+    and whether it is known from earlier months (``c__known``) — one shuffle for every cross-file rule."""
     from pyspark.sql import functions as F
 
-    users = files.get(USERS.name)
-    if users is None or USERS.name not in usable or users.rows is None:
+    parts = []
+    for name in names:
+        rows = files[name].rows
+        assert rows is not None
+        parts.append(rows.select("user_id", F.lit(name).alias("_t")))
+    if known_users is not None:
+        parts.append(known_users.select("user_id").distinct().select("user_id", F.lit(_KNOWN).alias("_t")))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    counts = union.filter(F.col("user_id") != "").groupBy("user_id").pivot("_t", [*names, _KNOWN]).count().fillna(0)
+    return counts.select("user_id", *(F.col(f"`{n}`").alias(f"c_{n}") for n in [*names, _KNOWN]))
+
+
+def _cross_file_checks(
+    spark: SparkSession,
+    files: dict[str, FileRead],
+    checked_ids: list[str],
+    usable: set[str],
+    all_read: bool,
+    report: ValidationReport,
+    known_users: DataFrame | None,
+    positions: dict[str, int],
+) -> None:
+    """Unique ids per file, then the single-machine ``_check_population`` (ids outside users.csv
+    unless known from earlier months; every user in each of the six files), from one aggregation;
+    the offending rows are looked up only for the rules that fail."""
+    from pyspark.sql import functions as F
+
+    population = all_read and USERS.name in usable
+    others = [t.name for t in SOURCE_TABLES if t is not USERS and t.name in usable and t.name in files]
+    names = sorted(set(checked_ids) | ({USERS.name, *others} if population else set()))
+    if not names:
         return
-    user_rows = users.rows.filter(F.col("user_id") != "").select("user_id", LINE)
-    user_ids = user_rows.select("user_id")
-    others = [files[t.name] for t in SOURCE_TABLES if t is not USERS and t.name in usable]
-    outside = {}
-    for f in others:
-        assert f.rows is not None
-        outside[f.table.name] = f.rows.filter(F.col("user_id") != "").join(user_ids, on="user_id", how="left_anti")
-    extra_ids = None
-    for df in outside.values():
-        ids = df.select("user_id")
-        extra_ids = ids if extra_ids is None else extra_ids.unionByName(ids)
-    if extra_ids is not None and known_users is not None:
-        known_extra = extra_ids.distinct().join(known_users.select("user_id").distinct(), on="user_id", how="left_semi")
-    else:
-        known_extra = spark.createDataFrame([], "user_id string")
-    known_extra = known_extra.cache()
-    for f in others:
-        unknown = outside[f.table.name].join(known_extra, on="user_id", how="left_anti")
-        rows, n = _examples_by_line(unknown, "user_id")
-        if n:
-            report.violations.append(Violation(f.table.file_name, "user_id", RULE_NOT_IN_USERS, rows, n))
-    for f in others:
-        assert f.rows is not None
-        ids = f.rows.select("user_id")
-        missing = user_rows.join(ids, on="user_id", how="left_anti")
-        n_missing = missing.count()
-        if n_missing:
-            first = missing.orderBy(LINE).limit(MAX_EXAMPLES).collect()
-            report.violations.append(
-                Violation(
-                    f.table.file_name,
-                    "user_id",
-                    rule_partial_users(n_missing),
-                    tuple(users_line_example(r["user_id"], int(r[LINE])) for r in first),
-                    n_missing,
+    ids = _id_counts(spark, files, names, known_users if population else None).cache()
+    try:
+        col = {n: F.col(f"c_{n}") for n in [*names, _KNOWN]}
+        aggs = [F.sum(F.when(col[n] > 1, col[n]).otherwise(0)).alias(f"dup_{n}") for n in checked_ids]
+        if population:
+            u = col[USERS.name]
+            in_others = sum((F.when(col[o] > 0, 1).otherwise(0) for o in others), F.lit(0))
+            known_extra = (u == 0) & (col[_KNOWN] > 0) & (in_others > 0)
+            for o in others:
+                aggs += [
+                    F.sum(F.when((u == 0) & (col[_KNOWN] == 0), col[o]).otherwise(0)).alias(f"unknown_{o}"),
+                    F.sum(F.when((u > 0) & (col[o] == 0), u).otherwise(0)).alias(f"missing_{o}"),
+                    F.sum(F.when(known_extra & (col[o] == 0), 1).otherwise(0)).alias(f"absent_{o}"),
+                ]
+        totals = ids.agg(*aggs).first().asDict() if aggs else {}
+        # A file's unique-id rule comes right after its column rules (the single-machine order).
+        for name in reversed([t.name for t in SOURCE_TABLES if t.name in checked_ids]):
+            n = int(totals[f"dup_{name}"] or 0)
+            if n:
+                rows = files[name].rows
+                assert rows is not None
+                dup = rows.join(ids.filter(col[name] > 1).select("user_id"), on="user_id", how="left_semi")
+                report.violations.insert(
+                    positions[name],
+                    Violation(
+                        files[name].table.file_name, "user_id", RULE_UNIQUE, _examples_by_line(dup, "user_id"), n
+                    ),
                 )
-            )
-        absent = known_extra.join(ids, on="user_id", how="left_anti")
-        n_absent = absent.count()
-        if n_absent:
-            first_ids = [r["user_id"] for r in absent.orderBy("user_id").limit(MAX_EXAMPLES).collect()]
-            report.violations.append(
-                Violation(f.table.file_name, "user_id", RULE_PARTIAL_EXTRA, id_examples(first_ids), n_absent)
-            )
-    known_extra.unpersist()
+        if not population:
+            return
+        users = files[USERS.name].rows
+        assert users is not None
+        for o in others:
+            n = int(totals[f"unknown_{o}"] or 0)
+            if n:
+                rows = files[o].rows
+                assert rows is not None
+                unknown_ids = ids.filter((col[USERS.name] == 0) & (col[_KNOWN] == 0)).select("user_id")
+                unknown = rows.join(unknown_ids, on="user_id", how="left_semi")
+                report.violations.append(
+                    Violation(
+                        files[o].table.file_name, "user_id", RULE_NOT_IN_USERS, _examples_by_line(unknown, "user_id"), n
+                    )
+                )
+        for o in others:
+            n = int(totals[f"missing_{o}"] or 0)
+            if n:
+                missing_ids = ids.filter((col[USERS.name] > 0) & (col[o] == 0)).select("user_id")
+                first = users.join(missing_ids, on="user_id", how="left_semi").orderBy(LINE).limit(MAX_EXAMPLES)
+                report.violations.append(
+                    Violation(
+                        files[o].table.file_name,
+                        "user_id",
+                        rule_partial_users(n),
+                        tuple(users_line_example(r["user_id"], int(r[LINE])) for r in first.collect()),
+                        n,
+                    )
+                )
+            n = int(totals[f"absent_{o}"] or 0)
+            if n:
+                absent = (
+                    ids.filter(known_extra & (col[o] == 0)).select("user_id").orderBy("user_id").limit(MAX_EXAMPLES)
+                )
+                report.violations.append(
+                    Violation(
+                        files[o].table.file_name,
+                        "user_id",
+                        RULE_PARTIAL_EXTRA,
+                        id_examples([r["user_id"] for r in absent.collect()]),
+                        n,
+                    )
+                )
+    finally:
+        ids.unpersist()
 
 
 def read_csv_month(
@@ -506,12 +555,18 @@ def read_csv_month(
         else:
             reads[table.name] = f
     usable: set[str] = set()
+    checked_ids: list[str] = []
+    positions: dict[str, int] = {}
     for table in tables:
         f = reads.get(table.name)
-        if f is not None and _validate_file(f, report):
-            usable.add(table.name)
-    if len(reads) == len(tables):
-        _check_population(spark, reads, usable, report, known_users)
+        if f is not None:
+            typed, cross = _validate_file(f, report)
+            positions[table.name] = len(report.violations)
+            if typed:
+                checked_ids.append(table.name)
+            if cross:
+                usable.add(table.name)
+    _cross_file_checks(spark, reads, checked_ids, usable, len(reads) == len(tables), report, known_users, positions)
     cached = [f.cache for f in reads.values() if f.cache is not None]
     month = CsvMonth(
         month_dir=month_dir,
