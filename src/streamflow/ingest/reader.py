@@ -188,6 +188,11 @@ def malformed_rows_problem(invalid: list[tuple[int, int, str]], n_columns: int) 
     return FileProblem(RULE_MALFORMED_ROWS, examples, len(invalid))
 
 
+def unreadable_problem(exc: Exception) -> FileProblem:
+    """pyarrow could not parse the file at all (e.g. a header line without its line end)."""
+    return FileProblem(f"not a readable CSV: {str(exc).splitlines()[0]}")
+
+
 def check_file_start(path: Path, limits: ReadLimits) -> tuple[list[str] | None, FileProblem | None]:
     """The checks made before a byte of the body is read (a regular file, not a symlink, under the
     size cap, not empty; its header): the header, or why the file is refused."""
@@ -255,7 +260,7 @@ def read_csv_file(path: Path, table: SourceTable, limits: ReadLimits) -> tuple[P
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        return None, [FileProblem(f"not a readable CSV: {str(exc).splitlines()[0]}")]
+        return None, [unreadable_problem(exc)]
     del data
     columns = {name: pc.utf8_trim_whitespace(parsed.column(name).combine_chunks()) for name in parsed.column_names}
     out = ParsedFile(

@@ -251,8 +251,8 @@ def _file_start(spark: SparkSession, uri: str, limits: ReadLimits) -> tuple[list
     return reader.parse_header(hfs.head(uri, reader.header_probe_bytes(limits)), limits)
 
 
-def _numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
-    """The file's lines (raw bytes) with their physical line numbers (header = line 1)."""
+def _numbered_lines(spark: SparkSession, uri: str) -> tuple[DataFrame, int]:
+    """The file's lines (raw bytes) with their physical line numbers (header = line 1), and how many."""
     from pyspark.sql import functions as F
 
     text = spark.read.format("text").load(fs.spark_uri(uri))
@@ -270,11 +270,11 @@ def _numbered_lines(spark: SparkSession, uri: str) -> DataFrame:
         first_line[block], first_pos[block] = start, p0
         start += n
     if not blocks:
-        return base.select("raw", F.lit(0).cast("long").alias(LINE)).limit(0)
+        return base.select("raw", F.lit(0).cast("long").alias(LINE)).limit(0), 0
     line_map = F.create_map(*[F.lit(x).cast("long") for b in first_line for x in (b, first_line[b])])
     pos_map = F.create_map(*[F.lit(x).cast("long") for b in first_pos for x in (b, first_pos[b])])
     line = line_map[F.col("_block")] + F.col("_pos") - pos_map[F.col("_block")]
-    return base.select("raw", line.cast("long").alias(LINE))
+    return base.select("raw", line.cast("long").alias(LINE)), start - 1
 
 
 def read_file(spark: SparkSession, month_dir: str, table: SourceTable, limits: ReadLimits) -> FileRead:
@@ -287,7 +287,12 @@ def read_file(spark: SparkSession, month_dir: str, table: SourceTable, limits: R
     if header is None:
         return FileRead(table, uri, None, refusal=[problem] if problem else [])
     dup = reader.duplicate_header_problem(header)
-    lines = _numbered_lines(spark, uri).filter(F.col(LINE) >= 2)
+    numbered, n_lines = _numbered_lines(spark, uri)
+    if n_lines <= 1:
+        problem = _header_only_problem(spark, uri)
+        if problem is not None:
+            return FileRead(table, uri, header, refusal=[problem])
+    lines = numbered.filter(F.col(LINE) >= 2)
     out_schema = f"`{_KIND}` string, `{_PROBLEM}` string, `{LINE}` bigint, {spark_schema(table)}"
     checked = lines.mapInArrow(_batches_function(table, header, parse=dup is None), out_schema)
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
@@ -314,6 +319,26 @@ def read_file(spark: SparkSession, month_dir: str, table: SourceTable, limits: R
         n_rows=n_rows,
         cache=checked,
     )
+
+
+def _header_only_problem(spark: SparkSession, uri: str) -> FileProblem | None:
+    """A file of one line: parsed whole, as the single-machine reader parses it (pyarrow refuses a
+    header without its line end)."""
+    if fs.is_local(uri):
+        data = fs.local_path(uri).read_bytes()
+    else:
+        hfs = fs.HadoopFS(spark, uri)
+        data = hfs.head(uri, hfs.status(uri).size)
+    data = data.removeprefix(reader.UTF8_BOM)
+    try:
+        pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        return reader.unreadable_problem(exc)
+    return None
 
 
 def _line_key(example: str) -> int:
