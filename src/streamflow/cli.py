@@ -41,6 +41,10 @@ dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help
 app.add_typer(dashboards_app, name="dashboards")
 predictions_app = typer.Typer(help="The prediction log: every prediction the API served.", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
+lake_app = typer.Typer(
+    help="The lake of the Spark engine: months as Parquet, partitioned by as_of.", no_args_is_help=True
+)
+app.add_typer(lake_app, name="lake")
 console = Console(stderr=True)
 out = Console()
 
@@ -443,6 +447,18 @@ def monitor(
         bool, typer.Option("--json", help="Print the summary as JSON (progress goes to stderr).")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars (rows read and scored) on stderr.")] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="local (PostgreSQL + Feast + Evidently) or spark (docs/scale.md). Default: settings."),
+    ] = None,
+    ref_month: Annotated[
+        str | None,
+        typer.Option(help="Spark engine: the reference month's six CSVs (a directory or URI); default: the lake."),
+    ] = None,
+    cur_month: Annotated[
+        str | None,
+        typer.Option(help="Spark engine: the current month's six CSVs (a directory or URI); default: the lake."),
+    ] = None,
 ) -> None:
     """Evidently drift report ref vs cur → drift_share, target drift → decision (Prefect flow monitor_month)."""
     run_monitor_command(
@@ -454,6 +470,9 @@ def monitor(
         orchestrator=orchestrator,
         json_out=json_out,
         progress=progress,
+        engine=engine,
+        ref_month=ref_month,
+        cur_month=cur_month,
     )
 
 
@@ -467,6 +486,9 @@ def run_monitor_command(
     orchestrator: str | None,
     json_out: bool,
     progress: bool = False,
+    engine: str | None = None,
+    ref_month: str | None = None,
+    cur_month: str | None = None,
 ) -> None:
     """`streamflow monitor` (also the course's services/prefect/monitor_flow.py). Without ``--json``
     the last stdout line is the course's decision line; with it the progress lines go to stderr and
@@ -477,6 +499,11 @@ def run_monitor_command(
     how = orchestrator or settings.orchestrator
     if how not in ("auto", "prefect", "none"):
         raise MonitorInputError(f"--orchestrator must be auto, prefect or none, got {how!r}")
+    which = engine or settings.monitor_engine
+    if which not in ("local", "spark"):
+        raise MonitorInputError(f"--engine must be local or spark, got {which!r}")
+    if which == "local" and (ref_month or cur_month):
+        raise MonitorInputError("--ref-month / --cur-month are inputs of the Spark engine: add --engine spark")
     request = MonitorRequest.build(
         settings,
         as_of_ref=ref,
@@ -486,7 +513,12 @@ def run_monitor_command(
         ref_label="--ref",
         cur_label="--cur",
     )
-    check_snapshots(settings, {"--ref": request.as_of_ref, "--cur": request.as_of_cur})
+    if which == "local":
+        check_snapshots(settings, {"--ref": request.as_of_ref, "--cur": request.as_of_cur})
+    elif retrain:
+        raise MonitorInputError(
+            "--retrain runs the single-machine trainer: use --engine local (the Spark engine monitors and decides)"
+        )
     stream = sys.stderr if json_out else sys.stdout
 
     def emit(line: str) -> None:
@@ -495,9 +527,41 @@ def run_monitor_command(
     from streamflow.console_progress import rich_progress
 
     with rich_progress(console, enabled=progress) as on_progress:
-        summary, _ = run_monitor_with(how, request, settings, emit=emit, progress=on_progress)  # type: ignore[arg-type]
+        summary, _ = run_monitor_with(
+            how,  # type: ignore[arg-type]
+            request,
+            settings,
+            emit=emit,
+            progress=on_progress,
+            engine=which,  # type: ignore[arg-type]
+            ref_month=ref_month,
+            cur_month=cur_month,
+        )
     if json_out:
         print(json.dumps(json_safe(summary), indent=2, allow_nan=False), flush=True)
+
+
+@command(lake_app, "export")
+def lake_export(
+    month_dir: Annotated[str, typer.Argument(help="Directory (or URI) with the six CSVs of one month.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="The month's as_of YYYY-MM-DD.")],
+) -> None:
+    """Validate a month's CSVs on Spark (the ingest's rules) and write it to the lake as Parquet
+    (STREAMFLOW_LAKE_PATH, partitioned by as_of); nothing is written when validation fails."""
+    from streamflow.dates import parse_as_of
+    from streamflow.spark.lake import export_month
+    from streamflow.spark.session import spark_session
+
+    settings = _settings()
+    day = parse_as_of(as_of).isoformat()
+    with spark_session(settings) as spark:
+        result = export_month(spark, settings, month_dir, day)
+    table = Table(title=f"exported {month_dir} as of {day} to {result.lake}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in result.rows.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
 
 
 @command(app)

@@ -278,6 +278,46 @@ class Settings(BaseSettings):
     materialize_maintenance_work_mem: str = Field(
         "256MB", description="maintenance_work_mem of each connection building the online tables' indexes."
     )
+    # Scale-out engine of the monthly batch work (Apache Spark, docs/scale.md) ---------------
+    monitor_engine: Literal["local", "spark"] = Field(
+        "local",
+        description="Default engine of `monitor`: local (PostgreSQL + Feast + Evidently in this process) or spark.",
+    )
+    spark_master: str = Field(
+        "local[2]", description="Spark master URL: local[N], spark://host:7077, yarn, k8s://https://host:443."
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark configuration as a JSON object (wins over StreamFlow's defaults), e.g. the "
+        'Hadoop filesystem settings of an object store: {"spark.hadoop.fs.s3a.endpoint": "…"}.',
+    )
+    spark_python: str | None = Field(
+        None,
+        description="Python interpreter of the Spark executors (PYSPARK_PYTHON). Unset: this process's interpreter "
+        "(right for local masters; set it to the image's interpreter on a cluster).",
+    )
+    spark_driver_memory: str = Field("2g", description="spark.driver.memory (local masters: the executors too).")
+    spark_shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions.")
+    spark_batch_rows: int = Field(
+        50_000, ge=1_000, description="Rows per Arrow batch handed to Python (validation, ONNX scoring)."
+    )
+    lake_path: str | None = Field(
+        None,
+        description="The lake: month tables as Parquet partitioned by as_of, and the feature table; a directory or "
+        "any Hadoop URI (s3a://bucket/lake). Unset: home/lake.",
+    )
+    spark_exact_max_values: int = Field(
+        100_000,
+        ge=100,
+        description="Drift on Spark: a numerical column with at most this many distinct values is compared on its "
+        "exact value counts (the statistic Evidently computes); above, on bin counts (docs/scale.md).",
+    )
+    spark_drift_bins: int = Field(
+        2_000,
+        ge=100,
+        description="Drift on Spark: bins per high-cardinality numerical column (reference quantiles "
+        "and an equal-width grid).",
+    )
     fault_pause_at: str | None = Field(
         None, description="Tests only: pause at this named fault point (see streamflow.faults)."
     )
@@ -354,6 +394,11 @@ class Settings(BaseSettings):
     @property
     def resolved_feast_database_url(self) -> str | None:
         return self.feast_database_url or self.database_url
+
+    @property
+    def resolved_lake_path(self) -> str:
+        """The lake's root (a local directory or a Hadoop URI), without a trailing slash."""
+        return (self.lake_path or str(self.home / "lake")).rstrip("/")
 
     @property
     def run_dir(self) -> Path:

@@ -54,3 +54,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local[2] SparkSession for every Spark test (started on first use, always stopped). The
+    engine's own ``spark_session`` finds it active and uses it as it is."""
+    from streamflow.spark.session import spark_session
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("spark_home"),
+        spark_master="local[2]",
+        spark_driver_memory="1g",
+        spark_shuffle_partitions=4,
+    )
+    with spark_session(settings) as session:
+        yield session

@@ -22,6 +22,7 @@ from streamflow.settings import Settings
 log = logging.getLogger(__name__)
 
 Orchestrator = Literal["auto", "prefect", "none"]
+Engine = Literal["local", "spark"]
 
 
 class OrchestratorUnavailable(OperationalError):
@@ -81,9 +82,16 @@ def run_monitor_with(
     *,
     emit: Callable[[str], None],
     progress: ProgressCallback = no_progress,
+    engine: Engine = "local",
+    ref_month: str | None = None,
+    cur_month: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run the monitor for ``request``; returns (summary, how it ran: "prefect" or "direct").
     ``progress`` receives the rows of the long steps (either way).
+
+    ``engine``: ``local`` (:func:`~streamflow.monitoring.monitor.run_monitor`) or ``spark``
+    (:func:`streamflow.spark.monitor.run_spark_monitor`, months from ``ref_month`` / ``cur_month``
+    CSV directories or the lake).
 
     ``none`` runs the steps directly. ``prefect`` runs the flow ``monitor_month`` (its settings come
     from this process's environment, so ``settings`` must be ``get_settings()``'s) and raises
@@ -92,8 +100,16 @@ def run_monitor_with(
     orchestrator hiccup must not cost the month its monitoring. A failure after the flow started is
     never re-run (retraining must not happen twice).
     """
+
+    def direct() -> dict[str, Any]:
+        if engine == "spark":
+            from streamflow.spark.monitor import SparkInputs, run_spark_monitor
+
+            return run_spark_monitor(request, SparkInputs(ref_month, cur_month), settings, emit=emit)
+        return run_monitor(request, settings, emit=emit, progress=progress)
+
     if orchestrator == "none":
-        return run_monitor(request, settings, emit=emit, progress=progress), "direct"
+        return direct(), "direct"
     prefect_environment(settings)
     from streamflow.flows.monitor import flow_bodies_started, monitor_month
 
@@ -110,6 +126,9 @@ def run_monitor_with(
                 report_dir=str(request.report_dir),
                 min_delta=request.min_delta,
                 pushgateway_url=request.pushgateway_url,
+                engine=engine,
+                ref_month=ref_month,
+                cur_month=cur_month,
             )
         lines.flush()
     except Exception as exc:
@@ -121,5 +140,5 @@ def run_monitor_with(
         if orchestrator == "prefect":
             raise OrchestratorUnavailable(f"Prefect could not run the monitor flow ({detail})") from exc
         emit(f"[Orchestrator] Prefect unavailable ({detail}): running the same monitor steps without it")
-        return run_monitor(request, settings, emit=emit, progress=progress), "direct"
+        return direct(), "direct"
     return summary, "prefect"

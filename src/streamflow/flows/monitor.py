@@ -22,12 +22,18 @@ from prefect.cache_policies import NO_CACHE
 
 from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
 from streamflow.errors import InputError
-from streamflow.monitoring.monitor import MonitorRequest, run_monitor
+from streamflow.monitoring.monitor import MonitorInputError, MonitorRequest, run_monitor
 from streamflow.settings import get_settings
 
 T = TypeVar("T")
 
 _started_lock = threading.Lock()
+
+
+class MonitorEngineError(MonitorInputError):
+    """An engine the monitor does not have, or inputs of one engine given to the other."""
+
+
 _bodies_started = 0
 
 
@@ -78,8 +84,15 @@ def monitor_month(
     report_dir: str | None = None,
     min_delta: float | None = None,
     pushgateway_url: str | None = None,
+    engine: str = "local",
+    ref_month: str | None = None,
+    cur_month: str | None = None,
 ) -> dict[str, Any]:
     """Compare two months, publish the drift metrics, decide, and (optionally) retrain for real.
+
+    ``engine``: ``local`` (PostgreSQL + Feast + Evidently in this process) or ``spark`` (Apache
+    Spark at ``STREAMFLOW_SPARK_MASTER``; months from the ``ref_month`` / ``cur_month`` CSV
+    directories, or from the lake when they are None — see docs/scale.md).
 
     ``threshold`` defaults to ``settings.drift_threshold`` (0.3), ``report_dir`` to
     ``settings.evidently_dir`` (``REPORT_DIR`` or ``STREAMFLOW_HOME/reports/evidently``),
@@ -101,4 +114,14 @@ def monitor_month(
         min_delta=min_delta,
         pushgateway_url=pushgateway_url,
     )
+    if engine == "spark":
+        from streamflow.spark.monitor import SparkInputs, run_spark_monitor
+
+        return run_spark_monitor(
+            request, SparkInputs(ref_month, cur_month), settings, emit=emit_line, step=prefect_step
+        )
+    if engine != "local":
+        raise MonitorEngineError(f"engine must be local or spark, got {engine!r}")
+    if ref_month or cur_month:
+        raise MonitorEngineError("ref_month / cur_month are inputs of the Spark engine: set engine='spark'")
     return run_monitor(request, settings, emit=emit_line, step=prefect_step)

@@ -105,7 +105,17 @@ def _open_regular(path: Path, limits: ReadLimits) -> tuple[int | None, FileProbl
 
 
 def _check_header(fd: int, limits: ReadLimits) -> tuple[list[str] | None, FileProblem | None]:
-    head = os.pread(fd, limits.max_header_bytes + len(UTF8_BOM) + 1, 0)
+    return parse_header(os.pread(fd, header_probe_bytes(limits), 0), limits)
+
+
+def header_probe_bytes(limits: ReadLimits) -> int:
+    """How many leading bytes of a file :func:`parse_header` needs."""
+    return limits.max_header_bytes + len(UTF8_BOM) + 1
+
+
+def parse_header(head: bytes, limits: ReadLimits) -> tuple[list[str] | None, FileProblem | None]:
+    """The column names of a CSV from its first :func:`header_probe_bytes` bytes (whitespace-stripped),
+    or why the file is refused (UTF-16, header too long / too wide, NUL byte, not UTF-8)."""
     if head.startswith(UTF16_BOMS):
         return None, FileProblem("is UTF-16 encoded: save it as UTF-8")
     if head.startswith(UTF8_BOM):
@@ -133,26 +143,66 @@ def _check_header(fd: int, limits: ReadLimits) -> tuple[list[str] | None, FilePr
     return [h.strip() for h in next(csv.reader([text]))], None
 
 
-def _check_bytes(data: bytes) -> FileProblem | None:
+RULE_NUL_BYTES = "contains NUL bytes: not a text CSV"
+RULE_NOT_UTF8_PREFIX = "is not valid UTF-8"
+
+
+def check_bytes(data: bytes, first_line: int = 1) -> FileProblem | None:
+    """NUL bytes or invalid UTF-8 in the body ``data``, whose first byte is on line ``first_line``
+    of the file (a part of a file can be checked on its own and keep the file's line numbers)."""
+    shift = first_line - 1
     nul = data.find(b"\x00")
     if nul >= 0:
-        lines = sorted({_line_at(data, i) for i in _find_all(data, b"\x00", MAX_EXAMPLES)})
-        return FileProblem(
-            "contains NUL bytes: not a text CSV",
-            tuple(f"line {n}" for n in lines),
-            data.count(b"\x00"),
-        )
+        lines = sorted({_line_at(data, i) + shift for i in _find_all(data, b"\x00", MAX_EXAMPLES)})
+        return FileProblem(RULE_NUL_BYTES, tuple(f"line {n}" for n in lines), data.count(b"\x00"))
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad = data[exc.start : exc.start + 1].hex()
+            line = _line_at(data, exc.start) + shift
             return FileProblem(
-                f"is not valid UTF-8 (byte 0x{bad} at line {_line_at(data, exc.start)}): "
+                f"{RULE_NOT_UTF8_PREFIX} (byte 0x{bad} at line {line}): "
                 "save it as UTF-8 (Latin-1 / Windows-1252 exports are refused)",
-                (f"line {_line_at(data, exc.start)}",),
+                (f"line {line}",),
             )
     return None
+
+
+def duplicate_header_problem(header: list[str]) -> FileProblem | None:
+    if len(set(header)) != len(header):
+        dups = sorted({h for h in header if header.count(h) > 1})
+        return FileProblem(f"duplicate column name(s) in the header: {dups}")
+    return None
+
+
+RULE_MALFORMED_ROWS = "row has the wrong number of fields"
+
+
+def malformed_rows_problem(invalid: list[tuple[int, int, str]], n_columns: int) -> FileProblem:
+    """Rows with the wrong number of fields: ``invalid`` is (line, fields, text) in file order."""
+    examples = tuple(
+        f"line {n}: {actual} field(s), expected {n_columns}: {text[:60]!r}"
+        for n, actual, text in invalid[:MAX_EXAMPLES]
+    )
+    return FileProblem(RULE_MALFORMED_ROWS, examples, len(invalid))
+
+
+def unreadable_problem(exc: Exception) -> FileProblem:
+    """pyarrow could not parse the file at all (e.g. a header line without its line end)."""
+    return FileProblem(f"not a readable CSV: {str(exc).splitlines()[0]}")
+
+
+def check_file_start(path: Path, limits: ReadLimits) -> tuple[list[str] | None, FileProblem | None]:
+    """The checks made before a byte of the body is read (a regular file, not a symlink, under the
+    size cap, not empty; its header): the header, or why the file is refused."""
+    fd, problem = _open_regular(path, limits)
+    if fd is None:
+        return None, problem
+    try:
+        return _check_header(fd, limits)
+    finally:
+        os.close(fd)
 
 
 def _find_all(data: bytes, needle: bytes, limit: int) -> list[int]:
@@ -185,12 +235,12 @@ def read_csv_file(path: Path, table: SourceTable, limits: ReadLimits) -> tuple[P
         return None, [FileProblem(f"is over the limit of {limits.max_file_bytes:,} bytes: refused")]
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
-    problem = _check_bytes(data)
+    problem = check_bytes(data)
     if problem is not None:
         return None, [problem]
-    if len(set(header)) != len(header):
-        dups = sorted({h for h in header if header.count(h) > 1})
-        return None, [FileProblem(f"duplicate column name(s) in the header: {dups}")]
+    problem = duplicate_header_problem(header)
+    if problem is not None:
+        return None, [problem]
 
     invalid: list[tuple[int, int, str]] = []
 
@@ -211,7 +261,7 @@ def read_csv_file(path: Path, table: SourceTable, limits: ReadLimits) -> tuple[P
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        return None, [FileProblem(f"not a readable CSV: {str(exc).splitlines()[0]}")]
+        return None, [unreadable_problem(exc)]
     del data
     columns = {name: pc.utf8_trim_whitespace(parsed.column(name).combine_chunks()) for name in parsed.column_names}
     out = ParsedFile(
@@ -219,8 +269,5 @@ def read_csv_file(path: Path, table: SourceTable, limits: ReadLimits) -> tuple[P
     )
     problems = []
     if invalid:
-        examples = tuple(
-            f"line {n}: {actual} field(s), expected {len(header)}: {text[:60]!r}" for n, actual, text in invalid[:5]
-        )
-        problems.append(FileProblem("row has the wrong number of fields", examples, len(invalid)))
+        problems.append(malformed_rows_problem(invalid, len(header)))
     return out, problems

@@ -39,6 +39,52 @@ DATE_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # does not: a set (tests) or a function (the loader asks PostgreSQL).
 KnownUsers = Collection[str] | Callable[[list[str]], set[str]]
 
+# ---- the rules' words (shared with the Spark engine, streamflow.spark.csv_month) ----------------
+RULE_NOT_EMPTY = "must not be empty"
+RULE_BOOL = "must be a boolean (True/False)"
+RULE_INT = "must be an integer"
+RULE_INT_DIGITS = "must be an integer of at most 18 digits"
+RULE_FINITE = "must be a finite number"
+RULE_NON_NEGATIVE = "must be >= 0"
+RULE_DATE = "must be a date YYYY-MM-DD"
+# The order in which one column's rules are reported (whatever its type).
+COLUMN_RULES: tuple[str, ...] = (
+    RULE_NOT_EMPTY,
+    RULE_BOOL,
+    RULE_INT,
+    RULE_INT_DIGITS,
+    RULE_FINITE,
+    RULE_NON_NEGATIVE,
+    RULE_DATE,
+)
+RULE_UNEXPECTED_COLUMNS = "unexpected column(s)"
+RULE_NO_ROWS = "file has no rows"
+RULE_BLANK = "blank line (or a row of empty fields)"
+RULE_UNIQUE = "user_id must be unique"
+RULE_NOT_IN_USERS = "user_id not found in users"
+RULE_PARTIAL_EXTRA = "users present in the month's other files missing from this file (partial users)"
+
+
+def rule_missing_columns(expected: list[str]) -> str:
+    return f"missing column(s); expected {expected}"
+
+
+def rule_partial_users(missing: int) -> str:
+    return (
+        f"users of users.csv missing from this file (partial users: every user needs a row in each of "
+        f"the six files; {missing} missing)"
+    )
+
+
+def example_row(line: int, user_id: object, column: str, value: object) -> str:
+    """One offending row as every rule shows it: ``line 12: user_id=7590-VHVEG value='-3'``."""
+    return f"line {line}: user_id={user_id!s} {column}={value!r}"
+
+
+def users_line_example(user_id: str, line: int) -> str:
+    """A user of users.csv missing from another file: ``user_id=X (users.csv line N)``."""
+    return f"user_id={user_id} (users.csv line {line})"
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -105,7 +151,7 @@ def _examples(f: ParsedFile, mask: np.ndarray, column: str) -> tuple[tuple[str, 
     rows = []
     for i in idx[:MAX_EXAMPLES]:
         uid = ids[int(i)].as_py() if ids is not None else "?"
-        rows.append(f"line {f.line_of(int(i))}: user_id={uid!s} {column}={values[int(i)].as_py()!r}")
+        rows.append(example_row(f.line_of(int(i)), uid, column, values[int(i)].as_py()))
     return tuple(rows), int(idx.size)
 
 
@@ -124,7 +170,8 @@ def _valid_dates(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return typed, ok
 
 
-def _check_column(f: ParsedFile, col: Column) -> list[Violation]:
+def check_column(f: ParsedFile, col: Column) -> list[Violation]:
+    """The rules of one column (``COLUMN_RULES``, in that order); fills ``f.typed[col.name]``."""
     out: list[Violation] = []
     s = f.columns[col.name]
     empty = _mask(pc.equal(s, ""))
@@ -136,35 +183,35 @@ def _check_column(f: ParsedFile, col: Column) -> list[Violation]:
             out.append(Violation(f.file_name, col.name, rule, rows, n))
 
     if not col.nullable:
-        add("must not be empty", empty)
+        add(RULE_NOT_EMPTY, empty)
     as_null = pa.array(empty)
     if col.type == "bool":
         low = pc.utf8_lower(s)
         is_true = _mask(pc.is_in(low, value_set=pa.array(sorted(TRUE_WORDS))))
         is_false = _mask(pc.is_in(low, value_set=pa.array(sorted(FALSE_WORDS))))
-        add("must be a boolean (True/False)", present & ~is_true & ~is_false)
+        add(RULE_BOOL, present & ~is_true & ~is_false)
         f.typed[col.name] = pc.if_else(as_null, pa.scalar(None, pa.bool_()), pa.array(is_true))
     elif col.type == "int":
         ok = _mask(pc.match_substring_regex(s, INT_PATTERN))
         too_long = _mask(pc.match_substring_regex(s, INT_TOO_LONG))
-        add("must be an integer", present & ~ok & ~too_long)
-        add("must be an integer of at most 18 digits", too_long)
+        add(RULE_INT, present & ~ok & ~too_long)
+        add(RULE_INT_DIGITS, too_long)
         digits = pc.replace_substring_regex(s, r"^\+", "")  # arrow parses "5", not "+5"
         typed = pc.cast(pc.if_else(pa.array(ok), digits, pa.scalar(None, pa.string())), pa.int64())
         if col.non_negative:
-            add("must be >= 0", _mask(pc.fill_null(pc.less(typed, 0), False)))
+            add(RULE_NON_NEGATIVE, _mask(pc.fill_null(pc.less(typed, 0), False)))
         f.typed[col.name] = typed
     elif col.type == "float":
         ok = _mask(pc.match_substring_regex(s, FLOAT_PATTERN))
         typed = pc.cast(pc.if_else(pa.array(ok), s, pa.scalar(None, pa.string())), pa.float64())
         finite = _mask(pc.fill_null(pc.is_finite(typed), False))
-        add("must be a finite number", present & ~(ok & finite))
+        add(RULE_FINITE, present & ~(ok & finite))
         if col.non_negative:
-            add("must be >= 0", finite & _mask(pc.fill_null(pc.less(typed, 0.0), False)))
+            add(RULE_NON_NEGATIVE, finite & _mask(pc.fill_null(pc.less(typed, 0.0), False)))
         f.typed[col.name] = pc.if_else(pa.array(finite), typed, pa.scalar(None, pa.float64()))
     elif col.type == "date":
         typed, ok = _valid_dates(s)
-        add("must be a date YYYY-MM-DD", present & ~ok)
+        add(RULE_DATE, present & ~ok)
         f.typed[col.name] = typed
     else:  # text
         f.typed[col.name] = pc.if_else(as_null, pa.scalar(None, pa.string()), s) if col.nullable else s
@@ -186,13 +233,13 @@ def _validate_file(f: ParsedFile, report: ValidationReport) -> bool:
     missing = [c for c in expected if c not in f.header]
     extra = [c for c in f.header if c not in expected]
     if missing:
-        report.violations.append(Violation(f.file_name, ", ".join(missing), f"missing column(s); expected {expected}"))
+        report.violations.append(Violation(f.file_name, ", ".join(missing), rule_missing_columns(expected)))
     if extra:
-        report.violations.append(Violation(f.file_name, ", ".join(extra), "unexpected column(s)"))
+        report.violations.append(Violation(f.file_name, ", ".join(extra), RULE_UNEXPECTED_COLUMNS))
     if missing or extra:
         return False
     if f.n_rows == 0:
-        report.violations.append(Violation(f.file_name, None, "file has no rows"))
+        report.violations.append(Violation(f.file_name, None, RULE_NO_ROWS))
         return False
     blank = np.ones(f.n_rows, dtype=bool)
     for name in expected:
@@ -203,17 +250,17 @@ def _validate_file(f: ParsedFile, report: ValidationReport) -> bool:
             Violation(
                 f.file_name,
                 None,
-                "blank line (or a row of empty fields)",
+                RULE_BLANK,
                 tuple(f"line {f.line_of(int(i))}" for i in idx[:MAX_EXAMPLES]),
                 int(idx.size),
             )
         )
     for col in table.columns:
-        report.violations.extend(_check_column(f, col))
+        report.violations.extend(check_column(f, col))
     dup = _duplicates(f.columns["user_id"])
     if dup.any():
         rows, n = _examples(f, dup, "user_id")
-        report.violations.append(Violation(f.file_name, "user_id", "user_id must be unique", rows, n))
+        report.violations.append(Violation(f.file_name, "user_id", RULE_UNIQUE, rows, n))
     return not blank.any()
 
 
@@ -225,7 +272,7 @@ def _lookup(known: KnownUsers, ids: list[str]) -> set[str]:
     return {u for u in ids if u in known}
 
 
-def _id_examples(ids: Iterable[str]) -> tuple[str, ...]:
+def id_examples(ids: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"user_id={u}" for u in sorted(ids)[:MAX_EXAMPLES])
 
 
@@ -253,7 +300,7 @@ def _check_population(files: MonthFiles, usable: set[str], report: ValidationRep
         unknown = mask & ~_mask(pc.is_in(f.columns["user_id"], value_set=pa.array(sorted(known_extra), pa.string())))
         if unknown.any():
             rows, n = _examples(f, unknown, "user_id")
-            report.violations.append(Violation(f.file_name, "user_id", "user_id not found in users", rows, n))
+            report.violations.append(Violation(f.file_name, "user_id", RULE_NOT_IN_USERS, rows, n))
     # completeness: the month's population is users.csv plus the known extra ids; every file has all of it
     population_extra = pa.array(sorted(known_extra), pa.string())
     for f in others:
@@ -266,10 +313,9 @@ def _check_population(files: MonthFiles, usable: set[str], report: ValidationRep
                 Violation(
                     f.file_name,
                     "user_id",
-                    f"users of users.csv missing from this file (partial users: every user needs a row in each of "
-                    f"the six files; {len(missing)} missing)",
+                    rule_partial_users(len(missing)),
                     tuple(
-                        f"user_id={u} (users.csv line {users.line_of(int(r))})"
+                        users_line_example(u, users.line_of(int(r)))
                         for u, r in zip(missing, rows_of.to_pylist(), strict=False)
                     ),
                     len(missing),
@@ -282,8 +328,8 @@ def _check_population(files: MonthFiles, usable: set[str], report: ValidationRep
                     Violation(
                         f.file_name,
                         "user_id",
-                        "users present in the month's other files missing from this file (partial users)",
-                        _id_examples(absent),
+                        RULE_PARTIAL_EXTRA,
+                        id_examples(absent),
                         len(absent),
                     )
                 )

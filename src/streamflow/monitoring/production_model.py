@@ -97,6 +97,7 @@ class ScoringModel:
     calibration: CBPECalibration | None = field(repr=False)
     trained_user_ids: frozenset[str] | None = field(repr=False)
     notes: dict[str, str] = field(default_factory=dict)  # "calibration" / "trained_users" → why missing
+    onnx_bytes: bytes = field(default=b"", repr=False)  # the artefact itself (the Spark engine ships it to executors)
 
     def churn_probability(
         self, frame: pd.DataFrame, progress: ProgressCallback = no_progress, task: str = "score"
@@ -172,7 +173,8 @@ def load_model_version(settings: Settings, version: str) -> ScoringModel:
         ) from exc
     run = client.get_run(mv.run_id)
     try:
-        onnx = OnnxModel(_download(client, mv.run_id, ONNX_ARTIFACT), threads=settings.score_threads)
+        onnx_bytes = _download(client, mv.run_id, ONNX_ARTIFACT)
+        onnx = OnnxModel(onnx_bytes, threads=settings.score_threads)
     except Exception as exc:
         raise ModelArtifactError(
             f"{settings.model_name} v{mv.version}: cannot load {ONNX_ARTIFACT} of run {mv.run_id} "
@@ -208,6 +210,7 @@ def load_model_version(settings: Settings, version: str) -> ScoringModel:
         calibration=calibration,
         trained_user_ids=trained,
         notes=notes,
+        onnx_bytes=onnx_bytes,
     )
 
 
