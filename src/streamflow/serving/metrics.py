@@ -57,6 +57,7 @@ PROBABILITY_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 OTHER = "other"
 METRIC_PREFIX = "api_"
+MODEL_LOAD_FAILURE_REASONS = ("integrity", "invalid_model", "source")  # serving.model_holder.FailureReason
 
 
 def multiprocess_enabled() -> bool:
@@ -158,7 +159,14 @@ class ApiMetrics:
             multiprocess_mode="livemax",
         )
         self.model_loads = Counter("api_model_loads_total", "Successful model loads.", registry=reg)
-        self.model_load_failures = Counter("api_model_load_failures_total", "Failed model loads.", registry=reg)
+        self.model_load_failures = Counter(
+            "api_model_load_failures_total",
+            "Failed model loads, by reason (integrity: sha256 mismatch; invalid_model; source: deployment unreadable).",
+            ("reason",),
+            registry=reg,
+        )
+        for reason in MODEL_LOAD_FAILURE_REASONS:  # every series exists (at 0) from the start
+            self.model_load_failures.labels(reason=reason)
 
         self._pred = {0: self.predictions.labels(prediction="0"), 1: self.predictions.labels(prediction="1")}
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
