@@ -262,8 +262,8 @@ class ModelHolder:
                 return "missing"
             cur = self.current
             if not force and cur is not None and (cur.version, cur.sha256) == (head.version, head.onnx_sha256):
-                if self.last_error is not None and self._refused is None:
-                    self.last_error = None  # a transient source error is over
+                self.last_error = None  # a source error is over, or a refused deployment was withdrawn
+                self._refused = None
                 return "unchanged"
             if not force and self._refused == (head.id, head.onnx_sha256):
                 return "failed"  # refused already; last_error still says why
