@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
@@ -49,7 +50,7 @@ def _settings() -> Settings:
 
 def fail(message: str, code: ExitCode) -> NoReturn:
     """One ``error: …`` line on stderr, then exit with ``code``."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
