@@ -55,21 +55,22 @@ class Settings(BaseSettings):
     mlflow_http_timeout_seconds: int = Field(
         10,
         ge=1,
-        validation_alias=AliasChoices("MLFLOW_HTTP_REQUEST_TIMEOUT", "STREAMFLOW_MLFLOW_HTTP_TIMEOUT_SECONDS"),
-        description="Timeout of each HTTP request to an http(s) MLflow server (MLFLOW_HTTP_REQUEST_TIMEOUT wins).",
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_TIMEOUT_SECONDS", "MLFLOW_HTTP_REQUEST_TIMEOUT"),
+        description="Timeout (s) of each HTTP request to an http(s) MLflow server; MLflow's own "
+        "MLFLOW_HTTP_REQUEST_TIMEOUT is honoured when the STREAMFLOW_ variable is unset.",
     )
     mlflow_http_max_retries: int = Field(
         2,
         ge=0,
         le=10,
-        validation_alias=AliasChoices("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "STREAMFLOW_MLFLOW_HTTP_MAX_RETRIES"),
-        description="Retries of a failed or timed-out MLflow HTTP request (MLFLOW_HTTP_REQUEST_MAX_RETRIES wins).",
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
+        description="Retries of a failed or timed-out MLflow HTTP request (or MLFLOW_HTTP_REQUEST_MAX_RETRIES).",
     )
     mlflow_http_backoff_factor: int = Field(
         1,
         ge=0,
-        validation_alias=AliasChoices("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "STREAMFLOW_MLFLOW_HTTP_BACKOFF_FACTOR"),
-        description="Backoff factor between MLflow HTTP retries (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR wins).",
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"),
+        description="Backoff factor between MLflow HTTP retries (or MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR).",
     )
     promote_lock_timeout_seconds: float = Field(
         120.0, ge=0, description="How long a promotion waits for another one to finish before giving up."
