@@ -309,6 +309,12 @@ def store_measurements(settings: Settings, measurements: Sequence[Measurement]) 
         return
     computed_at = datetime.now(UTC)
     with _engine(settings).begin() as conn:
+        # Two monitors measuring the same month at once would both delete-then-insert the same keys
+        # (the second insert fails with a unique violation): replace groups one writer at a time.
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"streamflow.model_performance:{settings.model_name}"},
+        )
         for m in measurements:
             key = {
                 "name": settings.model_name,
