@@ -142,9 +142,7 @@ def train_model(
         # CBPE calibration (fitted on the ONNX model's validation probabilities) + training user ids
         from streamflow.monitoring.production_model import log_quality_artifacts
 
-        hashes.update(
-            log_quality_artifacts(onnx_bytes, split.X_val, split.y_val, df.loc[split.X_train.index, ENTITY])
-        )
+        hashes.update(log_quality_artifacts(onnx_bytes, split.X_val, split.y_val, df.loc[split.X_train.index, ENTITY]))
         sha_tags = {SHA256_TAGS[p]: h for p, h in hashes.items()}
         mlflow.set_tags(sha_tags)  # the run records what it logged ...
         example = split.X_val.head(5)
