@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
@@ -68,7 +69,7 @@ def _settings(home: Path | None = None, *, uses_home: bool = True) -> Settings:
 
 def fail(message: str, code: ExitCode) -> NoReturn:
     """One ``error: …`` line on stderr, then exit with ``code``."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
@@ -207,8 +208,42 @@ def train(
 
 
 @command(app)
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered version of the model to publish (e.g. 3).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the deployment and the alias history).")] = (
+        "manual promotion (streamflow promote)"
+    ),
+    allow_older: Annotated[
+        bool, typer.Option("--allow-older", help="Allow a version trained on an older month (a rollback).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the deployment as JSON.")] = False,
+) -> None:
+    """Verify VERSION's artefacts (sha256 recorded at training; the ONNX loads) and publish it: a new
+    deployment record (what the API serves) and the MLflow alias, under the promotion lock."""
+    from streamflow.errors import InputError
+    from streamflow.training.registry import promote as publish
+
+    if not version.isdigit() or int(version) < 1:
+        raise InputError(f"VERSION must be a registered version number (1, 2, …), got {version!r}")
+    settings = _settings()
+    with console.status(f"verifying and publishing {settings.model_name} v{version}…"):
+        dep = publish(settings, str(int(version)), reason, allow_older=allow_older)
+    if json_out:
+        out.print_json(json.dumps(dep.as_dict()))
+        return
+    previous = f" (was v{dep.previous_version})" if dep.previous_version else ""
+    out.print(
+        f"published {dep.model_name} v{dep.version} (run {dep.run_id}, trained on {dep.as_of}, "
+        f"onnx sha256 {dep.onnx_sha256[:12]}…, {dep.onnx_size / 1e6:.1f} MB) as deployment #{dep.id}; "
+        f"alias '{dep.alias}' → v{dep.version}{previous}; the API loads it at its next poll",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@command(app)
 def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Snapshots per as_of (row counts, churn rate) and registered model versions."""
+    """Snapshots per as_of (row counts, churn rate), registered model versions, the deployed (served) one."""
     from streamflow.status import system_status
 
     settings = _settings()
@@ -236,12 +271,25 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
         highlight=False,
     )
     models = Table(title=f"model {settings.model_name}")
-    for c in ("version", "aliases", "trained on", "val_auc", "run_id"):
+    for c in ("version", "aliases", "deployed", "trained on", "val_auc", "run_id"):
         models.add_column(c)
+    prod = st["production"]
     for m in st["models"]:
         auc = f"{m['val_auc']:.4f}" if m["val_auc"] is not None else "-"
-        models.add_row(m["version"], ",".join(m["aliases"]), str(m["as_of"]), auc, m["run_id"])
+        served = "served" if m["version"] == prod["deployed_version"] else ""
+        models.add_row(m["version"], ",".join(m["aliases"]), served, str(m["as_of"]), auc, m["run_id"])
     out.print(models)
+    dep = prod["deployment"]
+    out.print(
+        f"deployed (served by the API): v{dep['version']} — deployment #{dep['id']} of {dep['promoted_at']}, "
+        f"onnx sha256 {dep['onnx_sha256'][:12]}…"
+        if dep
+        else "deployed (served by the API): nothing",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if prod["note"]:
+        out.print(f"[bold yellow]warning:[/] {prod['note']}", highlight=False, soft_wrap=True)
     logged = st["predictions"]
     per_version = ", ".join(f"v{v}: {n:,}" for v, n in logged["by_model_version"].items())
     out.print(

@@ -302,7 +302,7 @@ def bootstrap(
     exists, or always with ``always_train``). Idempotent: compose's `init` service runs it
     on every `docker compose up`."""
     from streamflow.monthly import ingest_and_publish
-    from streamflow.training.registry import production_version
+    from streamflow.training.registry import deployed, production_version, promote
     from streamflow.training.train import train_model
 
     header = header or (lambda text: console.rule(f"[bold]{text}"))
@@ -340,13 +340,18 @@ def bootstrap(
         )
 
     # 3. train --------------------------------------------------------------------------
-    header(f"train on {DEMO_REF_AS_OF} (MLflow run + registry)")
-    if not always_train and production_version(settings) is not None:
+    header(f"train on {DEMO_REF_AS_OF} (MLflow run + registry + deployment)")
+    alias = production_version(settings)
+    if not always_train and alias is not None:
+        if deployed(settings) is None:  # a registry from before deployment records: publish its alias
+            dep = promote(settings, alias.version, "bootstrap: publish the registry's production alias")
+            console.print(f"published v{dep.version} (deployment #{dep.id}, onnx sha256 {dep.onnx_sha256[:12]}…)")
         console.print(f"'{settings.model_alias}' model already registered; not retraining")
         return
     tr = train_model(DEMO_REF_AS_OF, settings)
-    prod = production_version(settings)
+    dep = deployed(settings)
     console.print(
         f"run {tr.run_id} → {settings.model_name} v{tr.version}: val_auc={tr.metrics['val_auc']:.4f} "
-        f"val_f1={tr.metrics['val_f1']:.4f}; alias '{settings.model_alias}' → v{prod.version if prod else '?'}"
+        f"val_f1={tr.metrics['val_f1']:.4f}; deployed (alias '{settings.model_alias}'): "
+        f"v{dep.version if dep else '?'}"
     )

@@ -108,7 +108,38 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str | None = Field(None, description="URL the load generator and reports use for the API.")
-    model_poll_seconds: float = Field(10.0, description="How often the API checks the production alias.")
+    model_poll_seconds: float = Field(
+        10.0, gt=0, description="How often the API checks the deployment record (model_deployments)."
+    )
+    model_db_timeout_seconds: float = Field(
+        5.0, gt=0, description="API: connect and statement timeout of the deployment poll."
+    )
+    model_fetch_timeout_seconds: float = Field(
+        60.0, gt=0, description="API: statement timeout of reading a new deployment's ONNX bytes."
+    )
+    mlflow_http_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_TIMEOUT_SECONDS", "MLFLOW_HTTP_REQUEST_TIMEOUT"),
+        description="Timeout (s) of each HTTP request to an http(s) MLflow server; MLflow's own "
+        "MLFLOW_HTTP_REQUEST_TIMEOUT is honoured when the STREAMFLOW_ variable is unset.",
+    )
+    mlflow_http_max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
+        description="Retries of a failed or timed-out MLflow HTTP request (or MLFLOW_HTTP_REQUEST_MAX_RETRIES).",
+    )
+    mlflow_http_backoff_factor: int = Field(
+        1,
+        ge=0,
+        validation_alias=AliasChoices("STREAMFLOW_MLFLOW_HTTP_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"),
+        description="Backoff factor between MLflow HTTP retries (or MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR).",
+    )
+    promote_lock_timeout_seconds: float = Field(
+        120.0, ge=0, description="How long a promotion waits for another one to finish before giving up."
+    )
     feature_poll_seconds: float = Field(2.0, description="How often the API checks the online store.")
     admin_token: SecretStr | None = Field(
         None,
@@ -322,6 +353,9 @@ class Settings(BaseSettings):
         None, description="Tests only: pause at this named fault point (see streamflow.faults)."
     )
     fault_pause_seconds: float = Field(60.0, description="Tests only: how long a fault point pauses.")
+    fault_release_file: Path | None = Field(
+        None, description="Tests only: a fault point pauses until this file exists (at most fault_pause_seconds)."
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -410,6 +444,14 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_call_bound_seconds(self) -> float:
+        """The longest one MLflow HTTP call can take before it fails: every attempt times out and
+        urllib3 sleeps ``backoff_factor * 2**(n-1)`` (+ <= 1 s of jitter) before retries 2..n."""
+        retries = self.mlflow_http_max_retries
+        sleeps = sum(self.mlflow_http_backoff_factor * 2 ** (n - 1) + 1.0 for n in range(2, retries + 1))
+        return float((retries + 1) * self.mlflow_http_timeout_seconds + sleeps)
 
     @property
     def artifact_root(self) -> str:

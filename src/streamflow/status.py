@@ -1,5 +1,6 @@
 """What is in the system: snapshots per as_of (row counts, churn rate), the online store,
-registered model versions with the production alias, and the prediction log."""
+registered model versions with the production alias, the deployed (served) version — with a note
+when the MLflow alias and the deployment disagree — and the prediction log."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from streamflow.db.engine import get_engine
 from streamflow.db.schema import migrate
 from streamflow.schema import SNAPSHOT_TABLES
 from streamflow.settings import Settings
-from streamflow.training.registry import list_versions
+from streamflow.training.registry import deployed, list_versions
 
 
 def snapshot_status(settings: Settings) -> list[dict[str, Any]]:
@@ -49,6 +50,45 @@ def model_status(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def production_status(settings: Settings, models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The MLflow alias vs the deployment the API serves (``model_deployments``)."""
+    alias = next((m["version"] for m in models if settings.model_alias in m["aliases"]), None)
+    dep = deployed(settings)
+    version = dep.version if dep is not None else None
+    note: str | None = None
+    if alias != version:
+        model = f"{settings.model_name}@{settings.model_alias}"
+        if version is None:
+            note = (
+                f"the MLflow alias {model} points at v{alias} but nothing is deployed: the API serves no model; "
+                f"publish it with `streamflow promote {alias}`"
+            )
+        elif alias is None:
+            note = (
+                f"the MLflow alias {model} is not set but v{version} is deployed (and served); "
+                f"`streamflow promote {version}` sets the alias again"
+            )
+        else:
+            note = (
+                f"the MLflow alias {model} points at v{alias} but v{version} is deployed (and served): the alias "
+                f"was moved outside `streamflow promote`; `streamflow promote {alias}` publishes it, "
+                f"`streamflow promote {version}` moves the alias back"
+            )
+    return {
+        "alias_version": alias,
+        "deployed_version": version,
+        "in_sync": note is None,
+        "note": note,
+        "deployment": None
+        if dep is None
+        else {
+            k: v
+            for k, v in dep.as_dict().items()
+            if k in ("id", "version", "run_id", "as_of", "onnx_sha256", "onnx_size", "promoted_at", "reason")
+        },
+    }
+
+
 def online_store_status(settings: Settings) -> dict[str, Any]:
     """``{"as_of", "stale", "reason", …}`` of the Feast online store (see features.online_state)."""
     from streamflow.features.online_state import online_store_state
@@ -59,9 +99,11 @@ def online_store_status(settings: Settings) -> dict[str, Any]:
 def system_status(settings: Settings) -> dict[str, Any]:
     from streamflow.db.predictions import prediction_stats
 
+    models = model_status(settings)
     return {
         "snapshots": snapshot_status(settings),
         "online_store": online_store_status(settings),
-        "models": model_status(settings),
+        "models": models,
+        "production": production_status(settings, models),
         "predictions": prediction_stats(settings),
     }

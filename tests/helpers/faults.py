@@ -14,6 +14,7 @@ Shared helpers, meant for reuse by other fault suites:
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import select
@@ -78,26 +79,36 @@ def run_cli(
 class Spawned:
     proc: subprocess.Popen[str]
     stderr_seen: list[str]
+    scanned: int = 0  # characters of stderr_seen already searched for a marker
 
     def wait_for_marker(self, marker: str, timeout: float = CLI_TIMEOUT) -> None:
-        """Read stderr until ``marker`` appears (the fault point was reached)."""
+        """Read stderr until ``marker`` appears (the fault point was reached).
+
+        Reads the pipe's file descriptor itself: a buffered ``readline()`` after ``select()`` can
+        pull the marker into Python's buffer together with an earlier line, where ``select()``
+        never reports it again (the wait then lasts until the paused process writes more)."""
         assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 1.0)
-            if ready:
-                line = self.proc.stderr.readline()
-                if line:
-                    self.stderr_seen.append(line)
-                    if marker in line:
-                        return
-                    continue
-            if self.proc.poll() is not None:
-                rest = self.proc.stderr.read() or ""
-                raise AssertionError(
-                    f"process exited ({self.proc.returncode}) before {marker!r}:\n{''.join(self.stderr_seen)}{rest}"
-                )
-        raise AssertionError(f"{marker!r} not seen in {timeout} s:\n{''.join(self.stderr_seen)}")
+        while True:
+            seen = "".join(self.stderr_seen)
+            found = seen.find(marker, self.scanned)
+            if found >= 0:
+                self.scanned = found + len(marker)
+                return
+            self.scanned = max(0, len(seen) - len(marker))
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{marker!r} not seen in {timeout} s:\n{seen}")
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            chunk = os.read(fd, 65536) if ready else b""
+            if chunk:
+                self.stderr_seen.append(decoder.decode(chunk))
+            elif self.proc.poll() is not None and not ready:
+                raise AssertionError(f"process exited ({self.proc.returncode}) before {marker!r}:\n{seen}")
+            elif ready:  # end of file: the process closed stderr (it is exiting)
+                self.proc.wait(timeout=30)
+                raise AssertionError(f"process exited ({self.proc.returncode}) before {marker!r}:\n{seen}")
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -25,7 +25,8 @@ class Stack:
         return result
 
     def promote(self, version: str, reason: str = "test") -> None:
-        promote(self.settings, version, reason)
+        """Publish ``version`` as an operator would (`streamflow promote --allow-older`)."""
+        promote(self.settings, version, reason, allow_older=True)
 
     def env(self) -> dict[str, str]:
         """Environment for a subprocess (CLI, API server) that uses this stack."""

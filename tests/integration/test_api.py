@@ -263,10 +263,13 @@ def test_reload_switches_versions_under_traffic(
 def test_failed_load_keeps_serving_the_old_model(
     api: ApiProcess, course_stack: Any, user_ids: list[str], production: Any
 ) -> None:
-    """A registered version whose run has no ONNX artefact cannot be loaded."""
+    """A registered version without an ONNX artefact is never published; a deployment record whose
+    bytes are not a model (written straight into the table) is refused by the API, counted, and the
+    previous model keeps serving. (The full fault matrix: tests/faults/test_model_faults.py.)"""
     import mlflow
 
-    from streamflow.training.registry import configure_mlflow, ensure_experiment
+    from streamflow.training.registry import ModelArtifactError, configure_mlflow, ensure_experiment
+    from tests.helpers.models import delete_deployment, insert_deployment
 
     settings = course_stack.settings
     client = configure_mlflow(settings)
@@ -278,27 +281,31 @@ def test_failed_load_keeps_serving_the_old_model(
     broken = client.create_model_version(
         settings.model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
+    try:
+        with pytest.raises(ModelArtifactError, match=r"has no onnx/model\.onnx"):
+            course_stack.promote(str(broken.version), "test: broken version")
+    finally:
+        client.delete_model_version(settings.model_name, str(broken.version))  # leave no trap for other tests
     before = scrape(api.url)
+    dep_id = insert_deployment(settings, b"not an onnx model", version="999")
     try:
         with Traffic(api.url, user_ids) as traffic:
-            course_stack.promote(str(broken.version), "test: broken version")
             r = httpx.post(f"{api.url}/admin/reload", headers=AUTH, timeout=60)
             assert r.status_code == 503 and f"serving version {production.version}" in r.json()["detail"]
             wait_for(
                 lambda: (
                     value(scrape(api.url), "api_model_load_failures", "api_model_load_failures_total")
-                    >= value(before, "api_model_load_failures", "api_model_load_failures_total") + 2
+                    >= value(before, "api_model_load_failures", "api_model_load_failures_total") + 1
                 ),
                 20,
-                "the poll to fail as well",
+                "the load failure to be counted",
             )
     finally:
-        course_stack.promote(production.version, "test: restore")
-        client.delete_model_version(settings.model_name, str(broken.version))  # leave no trap for other tests
+        delete_deployment(settings, dep_id)
     assert {s for s, _ in traffic.results} == {200}
     assert {v for _, v in traffic.results} == {production.version}
     assert httpx.get(f"{api.url}/model").json()["version"] == production.version
-    assert "event=model_load_failed" in api.logs()
+    assert "event=model_load_failed reason=invalid_model" in api.logs()
 
 
 # ---- database outage --------------------------------------------------------------------

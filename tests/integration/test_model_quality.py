@@ -33,6 +33,7 @@ from streamflow.cli import app
 from streamflow.dates import as_of_timestamp, month_as_of
 from streamflow.db.engine import get_engine, release_embedded
 from streamflow.features.dataset import MissingLabelsError, build_point_in_time_dataset
+from streamflow.model_artifacts import SHA256_TAGS
 from streamflow.monitoring.cbpe import CBPECalibration
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
 from streamflow.monitoring.performance import (
@@ -359,6 +360,9 @@ def test_old_model_without_calibration_gives_a_null_estimate_with_a_reason(
     repo_root = Path(client.get_run(trained.run_id).info.artifact_uri.removeprefix("file://"))
     for name in ("calibration.json", "trained_user_ids.txt.gz"):
         (repo_root / "cbpe" / name).unlink()  # what a run from before this change looks like
+    for path in (CBPE_ARTIFACT, TRAINED_USERS_ARTIFACT):  # ... whose hashes were never recorded either
+        client.delete_tag(trained.run_id, SHA256_TAGS[path])
+        client.delete_model_version_tag(settings.model_name, str(trained.version), SHA256_TAGS[path])
     summary, lines = monitor(settings, JAN, FEB, tmp_path)
     perf = summary["performance"]
     assert perf["estimated"] is None and "has no cbpe/calibration.json" in perf["notes"]["estimated"]

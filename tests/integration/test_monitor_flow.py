@@ -57,7 +57,7 @@ from streamflow.schema import FEATURES
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
-from streamflow.training.registry import configure_mlflow, production_version
+from streamflow.training.registry import production_version, promote
 from streamflow.training.train import train_model
 from tests.helpers.stack import Stack, environment_of, make_settings
 
@@ -467,9 +467,7 @@ def test_planted_drift_flags_exactly_the_planted_columns_and_retrains(
     assert lines[-1].startswith(LINE_PREFIX)
     assert "-> RETRAINING_TRIGGERED drift_share=0.14 >= 0.10 (target_drift=" in lines[-1]
     # restore the alias for the next tests of this module
-    configure_mlflow(planted.settings).set_registered_model_alias(
-        planted.settings.model_name, planted.settings.model_alias, planted.prod_version
-    )
+    promote(planted.settings, planted.prod_version, "test: restore", allow_older=True)
 
 
 def test_month_against_itself_has_no_drift(planted: GenStack, prefect_server: None, tmp_path: Path) -> None:

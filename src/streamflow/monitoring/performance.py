@@ -316,6 +316,12 @@ def store_measurements(
         return
     computed_at = datetime.now(UTC)
     with _engine(settings).begin() as conn:
+        # Two monitors measuring the same month at once would both delete-then-insert the same keys
+        # (the second insert fails with a unique violation): replace groups one writer at a time.
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"streamflow.model_performance:{settings.model_name}"},
+        )
         if replace_served_of is not None:
             conn.execute(
                 sa.text("DELETE FROM model_performance WHERE model_name = :name AND as_of = :d AND population = :p"),

@@ -2,7 +2,8 @@
 scikit-learn model), its validation AUC, its CBPE calibration and the users it was trained on —
 and, at training time, the writing of the last two.
 
-MLflow artefacts of a training run that this module reads (``docs/CONTRACTS.md``):
+MLflow artefacts of a training run that this module reads (``docs/CONTRACTS.md``;
+paths and hash tags in ``streamflow.model_artifacts``):
 
 * ``onnx/model.onnx`` — the compiled pipeline (written by training);
 * ``cbpe/calibration.json`` — :class:`~streamflow.monitoring.cbpe.CBPECalibration` fitted on the
@@ -14,44 +15,78 @@ MLflow artefacts of a training run that this module reads (``docs/CONTRACTS.md``
   estimate is therefore made on the month's *unseen* users, the population the validation AUC
   and the calibration describe.
 
-A model trained before these artefacts existed still loads: ``calibration`` / ``trained_user_ids``
-are None and ``notes`` says why (the estimate is then null, never a crash).
+Every artefact is verified before use: its bytes must hash to the sha256 training recorded (run
+tag = model-version tag), and for the deployed version also to the hashes of its deployment record
+(PostgreSQL, written when it was promoted). A mismatch, a missing hash or a recorded artefact that
+is gone raises :class:`~streamflow.model_artifacts.ArtifactIntegrityError` (an OperationalError:
+the monitor stops with one line, exit 1 — it never scores with tampered bytes).
+
+"Production" here is the **deployed** version (``model_deployments``, what the API serves), not
+whatever the MLflow alias points at: the two differ only when the alias was moved outside
+``streamflow promote``, and then the monitor measures what is really served.
+
+A version whose run has no CBPE artefacts (calibration failed at training) still loads:
+``calibration`` / ``trained_user_ids`` are None and ``notes`` says why (the estimate is then null,
+never a crash).
 
 This is the one module that imports the ONNX runtime class.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import logging
 import math
-import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streamflow.errors import InputError, OperationalError
+from streamflow.model_artifacts import (
+    CBPE_ARTIFACT,
+    CBPE_DIR,
+    ONNX_ARTIFACT,
+    SHA256_TAGS,
+    TRAINED_USERS_ARTIFACT,
+    ArtifactIntegrityError,
+    sha256_hex,
+)
 from streamflow.monitoring.cbpe import CBPECalibration
 from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
 from streamflow.schema import FEATURES
 from streamflow.serving.onnx_model import OnnxModel  # the one import of the ONNX runtime class
 from streamflow.settings import Settings
+from streamflow.training.registry import (
+    ModelArtifactError,
+    UnknownModelVersionError,
+    deployed,
+    verified_version,
+)
 
 log = logging.getLogger(__name__)
 
-ONNX_ARTIFACT = "onnx/model.onnx"
-CBPE_DIR = "cbpe"
-CBPE_ARTIFACT = f"{CBPE_DIR}/calibration.json"
-TRAINED_USERS_ARTIFACT = f"{CBPE_DIR}/trained_user_ids.txt.gz"
-_PROGRESS_BAR_VAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+__all__ = [
+    "CBPE_ARTIFACT",
+    "ONNX_ARTIFACT",
+    "TRAINED_USERS_ARTIFACT",
+    "ArtifactIntegrityError",
+    "ModelArtifactError",
+    "ScoringModel",
+    "UnknownModelVersionError",
+    "load_model_version",
+    "load_production_model",
+    "log_quality_artifacts",
+    "onnx_probabilities",
+    "production_model_version",
+    "score_in_batches",
+]
+
+
 SCORE_BATCH_ROWS = 50_000  # rows per onnxruntime call when scoring a month (memory bound, not a tunable)
 
 
@@ -76,14 +111,6 @@ def score_in_batches(
     return np.clip(out, 0.0, 1.0)
 
 
-class UnknownModelVersionError(InputError, LookupError):
-    """A model version that is not registered."""
-
-
-class ModelArtifactError(OperationalError, RuntimeError):
-    """A registered version whose ONNX artefact cannot be read or run."""
-
-
 @dataclass(frozen=True)
 class ScoringModel:
     """One registered version, ready to score frames holding the 14 features."""
@@ -98,6 +125,7 @@ class ScoringModel:
     trained_user_ids: frozenset[str] | None = field(repr=False)
     notes: dict[str, str] = field(default_factory=dict)  # "calibration" / "trained_users" → why missing
     onnx_bytes: bytes = field(default=b"", repr=False)  # the artefact itself (the Spark engine ships it to executors)
+    sha256: dict[str, str] = field(default_factory=dict)  # artefact path → verified sha256
 
     def churn_probability(
         self, frame: pd.DataFrame, progress: ProgressCallback = no_progress, task: str = "score"
@@ -124,106 +152,67 @@ class ScoringModel:
         return f"{self.name} v{self.version} (trained on {self.trained_as_of}, val AUC {auc})"
 
 
-def _client(settings: Settings) -> Any:
-    from streamflow.training.registry import configure_mlflow
-
-    return configure_mlflow(settings)
-
-
-def _artifact_paths(client: Any, run_id: str, directory: str) -> set[str]:
-    try:
-        return {a.path for a in client.list_artifacts(run_id, directory)}
-    except Exception as exc:  # a missing directory is "no artefact", not an error
-        log.debug("event=list_artifacts_failed run_id=%s dir=%s error=%r", run_id, directory, exc)
-        return set()
-
-
-@contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a tqdm bar on stderr for every download, read from its own environment
-    variable only: switch it off for the download and restore the variable as found."""
-    saved = os.environ.get(_PROGRESS_BAR_VAR)
-    os.environ[_PROGRESS_BAR_VAR] = "false"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(_PROGRESS_BAR_VAR, None)
-        else:
-            os.environ[_PROGRESS_BAR_VAR] = saved
-
-
-def _download(client: Any, run_id: str, path: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="streamflow-artifact-") as tmp, _no_progress_bar():
-        local = client.download_artifacts(run_id, path, tmp)
-        return Path(local).read_bytes()
-
-
 def load_model_version(settings: Settings, version: str) -> ScoringModel:
     """Version ``version`` of ``settings.model_name``: ONNX runtime (``settings.score_threads``
-    threads: the monitor scores whole months) + what the monitor needs."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client(settings)
+    threads: the monitor scores whole months) + what the monitor needs, every
+    artefact verified (see the module docstring); the deployed version is also checked against its
+    deployment record."""
+    current = deployed(settings)
+    expected = current.artifact_sha256 if current is not None and current.version == str(version) else None
+    if expected is not None and current is not None:
+        expected = {**expected, ONNX_ARTIFACT: current.onnx_sha256}
+    found = verified_version(settings, str(version), expected=expected)
+    name, run_id = settings.model_name, found.run_id
     try:
-        mv = client.get_model_version(settings.model_name, str(version))
-    except MlflowException as exc:
-        raise UnknownModelVersionError(
-            f"model {settings.model_name!r} has no version {version!r} in the registry at {settings.tracking_uri}"
-        ) from exc
-    run = client.get_run(mv.run_id)
-    try:
-        onnx_bytes = _download(client, mv.run_id, ONNX_ARTIFACT)
-        onnx = OnnxModel(onnx_bytes, threads=settings.score_threads)
+        onnx = OnnxModel(found.onnx, threads=settings.score_threads)
     except Exception as exc:
         raise ModelArtifactError(
-            f"{settings.model_name} v{mv.version}: cannot load {ONNX_ARTIFACT} of run {mv.run_id} "
-            f"({type(exc).__name__}: {exc})"
+            f"{name} v{found.version}: cannot load {ONNX_ARTIFACT} of run {run_id} ({type(exc).__name__}: {exc})"
         ) from exc
-    cbpe_files = _artifact_paths(client, mv.run_id, CBPE_DIR)
     notes: dict[str, str] = {}
     calibration: CBPECalibration | None = None
-    if CBPE_ARTIFACT in cbpe_files:
+    raw_calibration = found.artifacts.get(CBPE_ARTIFACT)
+    if raw_calibration is not None:
         try:
-            calibration = CBPECalibration.from_dict(json.loads(_download(client, mv.run_id, CBPE_ARTIFACT)))
+            calibration = CBPECalibration.from_dict(json.loads(raw_calibration))
         except (ValueError, OSError) as exc:
-            notes["calibration"] = f"{CBPE_ARTIFACT} of v{mv.version} is unreadable ({exc})"
+            notes["calibration"] = f"{CBPE_ARTIFACT} of v{found.version} is unreadable ({exc})"
     else:
-        reason = run.data.tags.get("cbpe_calibration_error")
-        notes["calibration"] = f"v{mv.version} has no {CBPE_ARTIFACT}: " + (
+        reason = found.run_tags.get("cbpe_calibration_error")
+        notes["calibration"] = f"v{found.version} has no {CBPE_ARTIFACT}: " + (
             f"calibration failed at training ({reason})" if reason else "trained before CBPE was wired in"
         )
     trained: frozenset[str] | None = None
-    if TRAINED_USERS_ARTIFACT in cbpe_files:
-        raw = gzip.decompress(_download(client, mv.run_id, TRAINED_USERS_ARTIFACT)).decode("utf-8")
-        trained = frozenset(line for line in raw.splitlines() if line)
+    raw_users = found.artifacts.get(TRAINED_USERS_ARTIFACT)
+    if raw_users is not None:
+        text = gzip.decompress(raw_users).decode("utf-8")
+        trained = frozenset(line for line in text.splitlines() if line)
     else:
-        notes["trained_users"] = f"v{mv.version} has no {TRAINED_USERS_ARTIFACT}"
-    val_auc = run.data.metrics.get("val_auc")
+        notes["trained_users"] = f"v{found.version} has no {TRAINED_USERS_ARTIFACT}"
+    val_auc = found.metrics.get("val_auc")
     return ScoringModel(
-        name=settings.model_name,
-        version=str(mv.version),
-        run_id=str(mv.run_id),
-        trained_as_of=run.data.tags.get("as_of"),
+        name=name,
+        version=found.version,
+        run_id=run_id,
+        trained_as_of=found.as_of,
         validation_auc=float(val_auc) if val_auc is not None and math.isfinite(val_auc) else None,
         onnx=onnx,
         calibration=calibration,
         trained_user_ids=trained,
         notes=notes,
-        onnx_bytes=onnx_bytes,
+        onnx_bytes=found.onnx,
+        sha256=dict(found.sha256),
     )
 
 
 def production_model_version(settings: Settings) -> str | None:
-    """The version behind ``settings.model_alias`` (None when the alias is not set)."""
-    from streamflow.training.registry import production_version
-
-    info = production_version(settings)
-    return info.version if info is not None else None
+    """The deployed version (``model_deployments``: what the API serves); None when none is."""
+    current = deployed(settings)
+    return current.version if current is not None else None
 
 
 def load_production_model(settings: Settings) -> ScoringModel | None:
-    """The version behind the production alias, or None when there is none."""
+    """The deployed version, or None when nothing is deployed."""
     version = production_model_version(settings)
     return load_model_version(settings, version) if version is not None else None
 
@@ -246,13 +235,17 @@ def log_quality_artifacts(
     *,
     threads: int = 1,
     progress: ProgressCallback = no_progress,
-) -> CBPECalibration | None:
+) -> dict[str, str]:
     """In the active MLflow run: fit the CBPE calibration on the validation split's ONNX
     probabilities and log it (``cbpe/calibration.json``), and log the training rows' user ids
     (``cbpe/trained_user_ids.txt.gz``). A calibration that cannot be fitted (e.g. too few rows)
-    is tagged ``cbpe_calibration_error`` and skipped: training never fails because of it."""
+    is tagged ``cbpe_calibration_error`` and skipped: training never fails because of it.
+
+    Returns the sha256 of the exact bytes logged, per artefact path (training records them as
+    run and model-version tags, ``streamflow.model_artifacts.SHA256_TAGS``)."""
     import mlflow
 
+    logged: dict[str, bytes] = {}
     calibration: CBPECalibration | None = None
     try:
         proba = onnx_probabilities(onnx_bytes, X_val, threads=threads, progress=progress)
@@ -261,11 +254,13 @@ def log_quality_artifacts(
         log.warning("event=cbpe_calibration_failed error=%r", str(exc))
         mlflow.set_tag("cbpe_calibration_error", str(exc)[:500])
     if calibration is not None:
-        mlflow.log_dict(calibration.to_dict(), CBPE_ARTIFACT)
+        logged[CBPE_ARTIFACT] = json.dumps(calibration.to_dict(), indent=2, allow_nan=False).encode("utf-8")
         mlflow.set_tag("cbpe_calibrated", str(calibration.calibrated).lower())
     users = sorted({str(u) for u in trained_user_ids})
+    logged[TRAINED_USERS_ARTIFACT] = gzip.compress(("\n".join(users) + "\n").encode("utf-8"), mtime=0)
     with tempfile.TemporaryDirectory(prefix="streamflow-cbpe-") as tmp:
-        path = Path(tmp) / Path(TRAINED_USERS_ARTIFACT).name
-        path.write_bytes(gzip.compress(("\n".join(users) + "\n").encode("utf-8"), mtime=0))
-        mlflow.log_artifact(str(path), artifact_path=CBPE_DIR)
-    return calibration
+        for path, data in logged.items():
+            local = Path(tmp) / Path(path).name
+            local.write_bytes(data)
+            mlflow.log_artifact(str(local), artifact_path=CBPE_DIR)
+    return {path: sha256_hex(data) for path, data in logged.items() if path in SHA256_TAGS}

@@ -12,9 +12,13 @@ rows of that month, and move the alias only if the candidate is better by more t
   ``retrain_decision``…; metrics ``heldout_auc_candidate``, ``heldout_auc_production``,
   ``heldout_auc_delta``, ``promote_min_delta``, ``trigger_<signal>`` such as
   ``trigger_realized_auc``).
-* Promotion goes through :func:`streamflow.training.registry.promote` (alias moved, reason
-  tagged on both versions, nothing archived). A refused candidate keeps its version, tagged
-  ``rejected_reason``; the alias does not move.
+* Promotion goes through :func:`streamflow.training.registry.promote` with compare-and-set: the
+  production model is read (the deployed version) before the candidate is trained, and the
+  promotion is refused if production moved meanwhile (another monitor promoted first), if the MLflow
+  alias and the deployed version disagree, or if the candidate was trained on an older month than
+  the deployed model. A refused candidate keeps its version, tagged ``rejected_reason``; the outcome
+  is REJECTED with that reason (``refusal``: ``better_not_found`` / ``production_moved`` /
+  ``older_month``); nothing moves.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ import pandas as pd
 
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError, OperationalError
+from streamflow.faults import fault_point
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.monitoring.production_model import ScoringModel, load_model_version
 from streamflow.settings import Settings
-from streamflow.training.registry import configure_mlflow, production_version, promote
+from streamflow.training.registry import OlderModelError, PromotionConflict, configure_mlflow, deployed, promote
 from streamflow.training.train import evaluate, train_model
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,10 @@ class RetrainOutcome:
     n_heldout: int
     alias: str
     model_name: str
+    # why a candidate was not promoted: "not_better" (the rule), "production_moved" (compare-and-set
+    # refused: another promotion came first, or the MLflow alias and the deployment disagree),
+    # "older_month" (trained on an older month than the deployed model); None when promoted
+    refusal: str | None = None
 
     @property
     def decision(self) -> str:
@@ -153,7 +162,8 @@ def retrain_and_maybe_promote(
         raise PromotionRuleError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
 
     df = dataset if dataset is not None else build_point_in_time_dataset(as_of_d, settings)
-    production = production_version(settings)
+    production = deployed(settings)  # read before training: the compare-and-set expects it unchanged
+    expected = production.version if production is not None else None
 
     say(f"training a candidate on as_of={as_of_d} ({len(df)} rows)")
     trained = train_model(as_of_d, settings, promote_if_first=False, dataset=df)
@@ -170,12 +180,22 @@ def retrain_and_maybe_promote(
     cand_auc = cand_metrics["val_auc"]
     prod_auc = prod_metrics["val_auc"] if prod_metrics is not None else None
     promote_it, why = should_promote(cand_auc, prod_auc, delta_min)
+    refusal: str | None = None if promote_it else "not_better"
+    if promote_it:
+        fault_point("before_promote", settings)
+        try:
+            promote(settings, trained.version, f"{reason}: {why}", expected_current=expected)
+        except (PromotionConflict, OlderModelError) as exc:
+            promote_it = False
+            refusal = "older_month" if isinstance(exc, OlderModelError) else "production_moved"
+            why = f"{why}, but {exc}"
+            log.warning("event=promotion_refused candidate=%s refusal=%s reason=%r", trained.version, refusal, str(exc))
     outcome = RetrainOutcome(
         as_of=str(as_of_d),
         candidate_version=trained.version,
         candidate_run_id=trained.run_id,
         candidate_auc=cand_auc,
-        production_version=production.version if production is not None else None,
+        production_version=expected,
         production_auc=prod_auc,
         delta=(cand_auc - prod_auc) if prod_auc is not None else None,
         min_delta=delta_min,
@@ -185,14 +205,12 @@ def retrain_and_maybe_promote(
         n_heldout=len(split.X_val),
         alias=settings.model_alias,
         model_name=settings.model_name,
+        refusal=refusal,
     )
     _record(settings, outcome, cand_metrics, prod_metrics, reason, drift_share, trigger, triggers, signals)
-
-    if promote_it:
-        promote(settings, outcome.candidate_version, f"{reason}: {why}")
     log.info(
         "event=retrain as_of=%s candidate=%s candidate_auc=%.4f production=%s production_auc=%s "
-        "min_delta=%.4f decision=%s",
+        "min_delta=%.4f decision=%s refusal=%s",
         outcome.as_of,
         outcome.candidate_version,
         cand_auc,
@@ -200,6 +218,7 @@ def retrain_and_maybe_promote(
         f"{prod_auc:.4f}" if prod_auc is not None else None,
         delta_min,
         outcome.decision,
+        refusal,
     )
     return outcome
 

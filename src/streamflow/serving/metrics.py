@@ -58,6 +58,7 @@ KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPT
 OTHER = "other"
 # Families this process exposes (multi-process mode filters the shared directory by them).
 METRIC_PREFIXES: tuple[str, ...] = ("api_", "streamflow_prediction_log_")
+MODEL_LOAD_FAILURE_REASONS = ("integrity", "invalid_model", "source")  # serving.model_holder.FailureReason
 
 
 def multiprocess_enabled() -> bool:
@@ -159,7 +160,14 @@ class ApiMetrics:
             multiprocess_mode="livemax",
         )
         self.model_loads = Counter("api_model_loads_total", "Successful model loads.", registry=reg)
-        self.model_load_failures = Counter("api_model_load_failures_total", "Failed model loads.", registry=reg)
+        self.model_load_failures = Counter(
+            "api_model_load_failures_total",
+            "Failed model loads, by reason (integrity: sha256 mismatch; invalid_model; source: deployment unreadable).",
+            ("reason",),
+            registry=reg,
+        )
+        for reason in MODEL_LOAD_FAILURE_REASONS:  # every series exists (at 0) from the start
+            self.model_load_failures.labels(reason=reason)
         self.shed = Counter(
             "api_requests_shed",
             "Requests answered 503 by a concurrency limit (limit: client = per client address, server = per worker).",

@@ -1,28 +1,34 @@
-"""The model being served: the ONNX artefact of the run behind ``models:/{name}@{alias}``,
-hot-swapped when the alias moves (background poll, or ``POST /admin/reload``).
+"""The model being served: the ONNX bytes of the latest *deployment record* of
+``(model_name, alias)`` in PostgreSQL (``streamflow.deployments``), verified and hot-swapped when
+a new one is published (background poll, or ``POST /admin/reload``).
+
+The API never talks to MLflow (nor imports it): promotion (``training.registry.promote``,
+``streamflow promote VERSION``) verifies a version's artefacts against the sha256 recorded at
+training and publishes the record; the holder re-hashes the bytes it reads and refuses them when
+they differ from the record's ``onnx_sha256``.
 
 Swapping is a single attribute assignment; a request reads ``holder.current`` once and
 keeps using that object, so in-flight requests finish on the model they started with.
-A failed load keeps the previous model serving and increments
-``api_model_load_failures_total``.
+A failed load keeps the previous model serving, increments
+``api_model_load_failures_total{reason}`` (``integrity``: sha256 mismatch; ``invalid_model``: the
+bytes do not open, lack the input layout, or the smoke test is not a probability; ``source``: the
+deployment table could not be read) and logs one ``event=model_load_failed reason=…`` line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from streamflow.deployments import Deployment, DeploymentHead, DeploymentSource
+from streamflow.model_artifacts import ArtifactIntegrityError, short, verify_sha256
 from streamflow.onnx_layout import NUMERIC_INPUT, STRING_INPUT
-from streamflow.registry_client import registry_client, version_by_alias
 from streamflow.schema import CATEGORICAL_FEATURES, FEATURES
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.onnx_model import OnnxModel
@@ -31,11 +37,11 @@ from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ONNX_ARTIFACT = "onnx/model.onnx"
 # The layout of the feature mirror: the model's inputs are built from these columns.
 MIRROR_STRINGS: list[str] = list(CATEGORICAL_FEATURES)
 MIRROR_NUMERIC: list[str] = [f for f in FEATURES if f not in CATEGORICAL_FEATURES]
 CheckResult = Literal["loaded", "unchanged", "missing", "failed"]
+FailureReason = Literal["integrity", "invalid_model", "source"]  # = metrics.MODEL_LOAD_FAILURE_REASONS
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class LoadedModel:
     onnx: OnnxModel = field(repr=False)
     loaded_at: float
     load_seconds: float
+    sha256: str | None = None  # of the ONNX bytes (checked against the deployment record)
+    deployment_id: int | None = None
+    promoted_at: str | None = None
     # Column reorder from the mirror's layout to the model's, when they differ.
     string_cols: np.ndarray | None = field(default=None, repr=False)
     numeric_cols: np.ndarray | None = field(default=None, repr=False)
@@ -78,6 +87,9 @@ class LoadedModel:
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "load_seconds": round(self.load_seconds, 3),
             "format": "onnx",
+            "sha256": self.sha256,
+            "deployment_id": self.deployment_id,
+            "promoted_at": self.promoted_at,
         }
 
 
@@ -99,9 +111,13 @@ def build_loaded_model(
     as_of: str,
     metrics: dict[str, float],
     started: float | None = None,
+    sha256: str | None = None,
+    deployment_id: int | None = None,
+    promoted_at: str | None = None,
 ) -> LoadedModel:
-    """Open the ONNX bytes, check their inputs against the feature layout and smoke-test
-    one all-missing row (imputers must handle it) before the model may be swapped in."""
+    """Open the ONNX bytes, check their inputs against the feature layout and smoke-test two
+    rows — all missing (imputers must handle it) and all zero — before the model may be swapped
+    in: each must give one probability in [0, 1] (a NaN is refused)."""
     t0 = started if started is not None else time.perf_counter()
     onnx = OnnxModel(onnx_bytes, threads=1)
     lm = LoadedModel(
@@ -114,103 +130,150 @@ def build_loaded_model(
         onnx=onnx,
         loaded_at=time.time(),
         load_seconds=0.0,
+        sha256=sha256,
+        deployment_id=deployment_id,
+        promoted_at=promoted_at,
         string_cols=_reorder(onnx.layout.strings, MIRROR_STRINGS, "string"),
         numeric_cols=_reorder(onnx.layout.numeric, MIRROR_NUMERIC, "numeric"),
     )
-    probe = lm.predict(
-        np.full((1, len(MIRROR_STRINGS)), "", dtype=object),
-        np.full((1, len(MIRROR_NUMERIC)), np.nan, dtype=np.float32),
+    probe = np.asarray(
+        lm.predict(
+            np.array([[""] * len(MIRROR_STRINGS)] * 2, dtype=object),
+            np.array([[np.nan] * len(MIRROR_NUMERIC), [0.0] * len(MIRROR_NUMERIC)], dtype=np.float32),
+        )
     )
-    if probe.shape != (1,) or not np.isfinite(probe).all():
-        raise ValueError(f"model smoke test returned {probe!r}")
+    if probe.shape != (2,) or not (np.isfinite(probe).all() and (probe >= 0).all() and (probe <= 1).all()):
+        raise ValueError(f"model smoke test returned {probe.tolist()!r}, not two probabilities in [0, 1]")
     object.__setattr__(lm, "load_seconds", time.perf_counter() - t0)
     return lm
 
 
+class ModelLoadError(Exception):
+    """Why a deployment could not be swapped in (``reason`` is the metric label)."""
+
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: FailureReason = reason
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 class ModelHolder:
-    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: ApiMetrics, source: DeploymentSource | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.source = source or DeploymentSource(settings)
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()  # one load at a time (poll thread vs /admin/reload)
         self._poll = PeriodicTask("model-poll", settings.model_poll_seconds, self.check, join_timeout=10)
-        self._client: Any = None
+        # The latest deployment that failed to load: the poll does not fetch it again (records are
+        # immutable; a new promotion is a new id). ``check(force=True)`` does.
+        self._refused: tuple[int, str] | None = None
 
-    # MLflow ----------------------------------------------------------------------------
-    def _mlflow(self) -> Any:
-        if self._client is None:
-            self._client = registry_client(self.settings)
-        return self._client
-
-    def _resolve(self) -> Any | None:
-        """The model version behind the alias, or None when the alias does not exist."""
-        return version_by_alias(self._mlflow(), self.settings.model_name, self.settings.model_alias)
-
-    def _load(self, mv: Any) -> LoadedModel:
+    def _load(self, head: DeploymentHead) -> LoadedModel:
         t0 = time.perf_counter()
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        client = self._mlflow()
-        run = client.get_run(mv.run_id)
-        with tempfile.TemporaryDirectory(prefix="streamflow-onnx-") as tmp:
-            local = client.download_artifacts(mv.run_id, ONNX_ARTIFACT, tmp)
-            data = Path(local).read_bytes()
-        return build_loaded_model(
-            data,
-            name=self.settings.model_name,
-            alias=self.settings.model_alias,
-            version=str(mv.version),
-            run_id=str(mv.run_id),
-            as_of=str(run.data.tags.get("as_of", "unknown")),
-            metrics={k: float(v) for k, v in run.data.metrics.items() if k.startswith("val_")},
-            started=t0,
-        )
+        try:
+            record, data = self.source.fetch(head.id)
+        except Exception as exc:
+            raise ModelLoadError("source", f"cannot read deployment #{head.id}: {_one_line(exc)}") from exc
+        what = f"deployment #{record.id} ({record.model_name} v{record.version}, run {record.run_id})"
+        try:
+            sha = verify_sha256(data, record.onnx_sha256, what)
+        except ArtifactIntegrityError as exc:
+            raise ModelLoadError("integrity", str(exc)) from exc
+        return self._open(record, data, sha, t0)
+
+    def _open(self, record: Deployment, data: bytes, sha: str, t0: float) -> LoadedModel:
+        try:
+            return build_loaded_model(
+                data,
+                name=record.model_name,
+                alias=record.alias,
+                version=record.version,
+                run_id=record.run_id,
+                as_of=record.as_of.isoformat(),
+                metrics={k: v for k, v in record.metrics.items() if k.startswith("val_")},
+                started=t0,
+                sha256=sha,
+                deployment_id=record.id,
+                promoted_at=record.promoted_at.isoformat(),
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                "invalid_model", f"deployment #{record.id} ({record.model_name} v{record.version}): {_one_line(exc)}"
+            ) from exc
 
     def install(self, model: LoadedModel) -> None:
         """Swap the served model (one reference assignment) and publish it."""
         previous = self.current
         self.current = model
         self.last_error = None
+        self._refused = None
         self.metrics.model_loads.inc()
         self.metrics.set_model_info(model.name, model.version, model.as_of, model.run_id)
         log.info(
-            "event=model_loaded model=%s alias=%s version=%s run_id=%s as_of=%s previous_version=%s load_seconds=%.3f",
+            "event=model_loaded model=%s alias=%s version=%s run_id=%s as_of=%s deployment_id=%s sha256=%s "
+            "previous_version=%s load_seconds=%.3f",
             model.name,
             model.alias,
             model.version,
             model.run_id,
             model.as_of,
+            model.deployment_id,
+            short(model.sha256),
             previous.version if previous else None,
             model.load_seconds,
         )
 
+    def _failed(self, reason: FailureReason, message: str, deployment_id: int | None = None) -> CheckResult:
+        self.metrics.model_load_failures.labels(reason=reason).inc()
+        self.last_error = f"{reason}: {message}"
+        log.warning(
+            "event=model_load_failed reason=%s model=%s alias=%s deployment_id=%s serving_version=%s error=%r",
+            reason,
+            self.settings.model_name,
+            self.settings.model_alias,
+            deployment_id,
+            self.current.version if self.current else None,
+            message,
+        )
+        return "failed"
+
     def check(self, force: bool = False) -> CheckResult:
-        """Load the alias's version if it differs from the served one (or ``force``).
+        """Load the latest deployment if it differs from the served model (or ``force``).
         Never raises."""
         with self._lock:
             try:
-                mv = self._resolve()
-                if mv is None:
-                    msg = f"registered model {self.settings.model_name!r} has no alias {self.settings.model_alias!r}"
-                    if self.last_error != msg:
-                        log.warning("event=model_missing reason=%r", msg)
-                    self.last_error = msg
-                    return "missing"
-                cur = self.current
-                if not force and cur is not None and cur.version == str(mv.version):
-                    return "unchanged"
-                model = self._load(mv)
+                head = self.source.head()
             except Exception as exc:
-                self.metrics.model_load_failures.inc()
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "event=model_load_failed model=%s alias=%s serving_version=%s error=%r",
-                    self.settings.model_name,
-                    self.settings.model_alias,
-                    self.current.version if self.current else None,
-                    self.last_error,
+                return self._failed("source", f"deployment table unreadable: {_one_line(exc)}")
+            if head is None:
+                msg = (
+                    f"no deployment of {self.settings.model_name!r}@{self.settings.model_alias!r} published yet "
+                    "(train a model, or `streamflow promote VERSION`)"
                 )
-                return "failed"
+                if self.last_error != msg:
+                    log.warning("event=model_missing reason=%r", msg)
+                self.last_error = msg
+                return "missing"
+            cur = self.current
+            if not force and cur is not None and (cur.version, cur.sha256) == (head.version, head.onnx_sha256):
+                self.last_error = None  # a source error is over, or a refused deployment was withdrawn
+                self._refused = None
+                return "unchanged"
+            if not force and self._refused == (head.id, head.onnx_sha256):
+                return "failed"  # refused already; last_error still says why
+            try:
+                model = self._load(head)
+            except ModelLoadError as exc:
+                self._refused = (head.id, head.onnx_sha256) if exc.reason != "source" else None
+                return self._failed(exc.reason, str(exc), head.id)
+            except Exception as exc:  # never let the poll thread die
+                return self._failed("invalid_model", _one_line(exc), head.id)
             self.install(model)
             return "loaded"
 
@@ -220,3 +283,4 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._poll.stop()
+        self.source.close()

@@ -126,6 +126,9 @@ class ModelResponse(BaseModel):
     loaded_at: str
     load_seconds: float
     format: str
+    sha256: str | None = None  # of the served ONNX bytes, verified against the deployment record
+    deployment_id: int | None = None
+    promoted_at: str | None = None
 
 
 class ReadyResponse(BaseModel):

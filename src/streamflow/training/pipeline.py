@@ -10,6 +10,7 @@ effective value is logged with the run's params (:func:`forest_params`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
@@ -17,8 +18,37 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from streamflow.errors import OperationalError
 from streamflow.schema import CATEGORICAL_FEATURES, FLAG_FEATURES, NUMERIC_FEATURES
 from streamflow.settings import Settings
+
+# The types skops may rebuild when the logged scikit-learn model is loaded, beyond skops' own
+# defaults (builtins, numpy arrays, scikit-learn estimators): fixed here, in code, for the pipeline
+# below — never computed from a model (a model that names its own trusted types can name any).
+# Training asserts the fitted pipeline needs no other type (check_trusted_types). Nothing in
+# StreamFlow loads the pickled/skops model (the API and the monitor use the ONNX artefact); the
+# list is what MLflow records with the model for anyone who does.
+TRUSTED_SKOPS_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
+
+
+class UntrustedModelTypesError(OperationalError, TypeError):
+    """The fitted pipeline needs a type outside TRUSTED_SKOPS_TYPES (the pipeline changed: review the
+    new types and add them in code)."""
+
+
+def check_trusted_types(pipeline: Any) -> list[str]:
+    """Serialize ``pipeline`` with skops and check that every type skops does not trust by default
+    is in :data:`TRUSTED_SKOPS_TYPES`; returns that list (what ``log_model`` is given)."""
+    import skops.io as sio
+
+    needed = sorted(set(sio.get_untrusted_types(data=sio.dumps(pipeline))))
+    extra = [t for t in needed if t not in TRUSTED_SKOPS_TYPES]
+    if extra:
+        raise UntrustedModelTypesError(
+            f"the fitted pipeline needs skops types outside streamflow.training.pipeline.TRUSTED_SKOPS_TYPES: {extra}; "
+            "review them and extend the list in code"
+        )
+    return list(TRUSTED_SKOPS_TYPES)
 
 
 @dataclass(frozen=True)

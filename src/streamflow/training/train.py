@@ -23,12 +23,20 @@ from sklearn.pipeline import Pipeline
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset
+from streamflow.model_artifacts import ONNX_ARTIFACT, SHA256_TAGS, sha256_hex
 from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, LABEL
 from streamflow.settings import Settings
 from streamflow.training.onnx_export import export_onnx
-from streamflow.training.pipeline import ForestParams, build_pipeline, forest_params
-from streamflow.training.registry import ensure_experiment, production_version, promote
+from streamflow.training.pipeline import ForestParams, build_pipeline, check_trusted_types, forest_params
+from streamflow.training.registry import (
+    PromotionConflict,
+    configure_mlflow,
+    deployed,
+    ensure_experiment,
+    production_version,
+    promote,
+)
 
 log = logging.getLogger(__name__)
 VAL_SIZE = 0.25
@@ -74,12 +82,6 @@ def evaluate(model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]
 
 def feature_schema() -> dict[str, object]:
     return {"features": [{"name": f, "dtype": FEATURE_DTYPES[f]} for f in FEATURES], "label": LABEL}
-
-
-def _trusted_types(model: Pipeline) -> list[str]:
-    import skops.io as sio
-
-    return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
 def fit_in_steps(pipe: Pipeline, X: pd.DataFrame, y: pd.Series, step: int, progress: ProgressCallback) -> Pipeline:
@@ -183,26 +185,33 @@ def train_model(
         mlflow.log_metrics({**metrics, "train_time_seconds": seconds, **forest_size_metrics(pipe)})
         mlflow.log_dict(feature_schema(), "feature_schema.json")
 
+        trusted = check_trusted_types(pipe)  # before anything is logged: fixed list, in code
+
         say("compiling the model to ONNX")
         t0 = time.perf_counter()
         onnx_bytes = export_onnx(pipe, split.X_val)
         mlflow.log_metrics({"onnx_bytes": len(onnx_bytes), "onnx_export_seconds": time.perf_counter() - t0})
+        hashes = {ONNX_ARTIFACT: sha256_hex(onnx_bytes)}
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.onnx"
+            path = Path(tmp) / Path(ONNX_ARTIFACT).name
             path.write_bytes(onnx_bytes)
-            mlflow.log_artifact(str(path), artifact_path="onnx")
+            mlflow.log_artifact(str(path), artifact_path=str(Path(ONNX_ARTIFACT).parent))
         # CBPE calibration (fitted on the ONNX model's validation probabilities) + training user ids
         from streamflow.monitoring.production_model import log_quality_artifacts
 
         say("logging the model (scikit-learn + ONNX) to MLflow")
-        log_quality_artifacts(
-            onnx_bytes,
-            split.X_val,
-            split.y_val,
-            df.loc[split.X_train.index, ENTITY],
-            threads=settings.score_threads,
-            progress=on_progress,
+        hashes.update(
+            log_quality_artifacts(
+                onnx_bytes,
+                split.X_val,
+                split.y_val,
+                df.loc[split.X_train.index, ENTITY],
+                threads=settings.score_threads,
+                progress=on_progress,
+            )
         )
+        sha_tags = {SHA256_TAGS[p]: h for p, h in hashes.items()}
+        mlflow.set_tags(sha_tags)  # the run records what it logged ...
         example = split.X_val.head(5)
         signature = infer_signature(example, pipe.predict(example))
         info = mlflow.sklearn.log_model(
@@ -211,15 +220,27 @@ def train_model(
             signature=signature,
             input_example=example,
             registered_model_name=settings.model_name,
-            skops_trusted_types=_trusted_types(pipe),
+            skops_trusted_types=trusted,
         )
         version = str(info.registered_model_version) if info.registered_model_version is not None else None
         run_id = run.info.run_id
+        if version is not None:  # ... and so does the registered version (promotion checks both)
+            client = configure_mlflow(settings)
+            for key, value in {**sha_tags, "as_of": str(as_of_d)}.items():
+                client.set_model_version_tag(settings.model_name, version, key, value)
 
     promoted = False
-    if version is not None and promote_if_first and production_version(settings) is None:
-        promote(settings, version, f"first model (trained on {as_of_d}, val_auc={metrics['val_auc']:.4f})")
-        promoted = True
+    if version is not None and promote_if_first and deployed(settings) is None and production_version(settings) is None:
+        try:
+            promote(
+                settings,
+                version,
+                f"first model (trained on {as_of_d}, val_auc={metrics['val_auc']:.4f})",
+                expected_current=None,  # only if still nothing is deployed (another training may win)
+            )
+            promoted = True
+        except PromotionConflict as exc:
+            log.info("event=first_model_not_promoted version=%s reason=%r", version, str(exc))
     log.info(
         "event=trained as_of=%s run_id=%s version=%s val_auc=%.4f promoted=%s",
         as_of_d,
