@@ -481,8 +481,14 @@ def load(
 
 @command(app)
 def monitor(
-    ref: Annotated[str, typer.Option("--ref", help="Reference month (as_of).")] = DEMO_REF_AS_OF,
-    cur: Annotated[str, typer.Option("--cur", help="Current month (as_of).")] = DEMO_CUR_AS_OF,
+    ref: Annotated[
+        str | None, typer.Option("--ref", help=f"Reference month (as_of). Default: {DEMO_REF_AS_OF}.")
+    ] = None,
+    cur: Annotated[str | None, typer.Option("--cur", help=f"Current month (as_of). Default: {DEMO_CUR_AS_OF}.")] = None,
+    latest: Annotated[
+        bool,
+        typer.Option("--latest", help="Compare the two newest snapshots in the database (the monthly job's choice)."),
+    ] = False,
     threshold: Annotated[float | None, typer.Option(help="drift_share threshold (default: settings, 0.3).")] = None,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Really retrain (and maybe promote) when triggered.")
@@ -509,10 +515,13 @@ def monitor(
     ] = None,
 ) -> None:
     """Evidently drift report ref vs cur → drift_share, target drift → decision (Prefect flow monitor_month)."""
+    settings = _settings()
+    if latest:
+        ref, cur = latest_two_snapshots(settings, ref, cur)
     run_monitor_command(
-        _settings(),
-        ref=ref,
-        cur=cur,
+        settings,
+        ref=ref or DEMO_REF_AS_OF,
+        cur=cur or DEMO_CUR_AS_OF,
         threshold=threshold,
         retrain=retrain,
         orchestrator=orchestrator,
@@ -522,6 +531,25 @@ def monitor(
         ref_month=ref_month,
         cur_month=cur_month,
     )
+
+
+def latest_two_snapshots(settings: Settings, ref: str | None, cur: str | None) -> tuple[str, str]:
+    """``monitor --latest``: (previous, newest) snapshot in the database; exit 2 when fewer than
+    two months are in, or when --ref / --cur are also given."""
+    from streamflow.features.dataset import snapshot_dates
+    from streamflow.monitoring.monitor import MonitorInputError
+
+    if ref or cur:
+        raise MonitorInputError("--latest chooses both months: drop --ref / --cur (or --latest)")
+    from streamflow.db.engine import get_engine
+    from streamflow.db.schema import migrate
+
+    migrate(get_engine(settings))  # a database nothing was ingested into yet: no snapshot, not an error
+    dates = snapshot_dates(settings)
+    if len(dates) < 2:
+        known = ", ".join(str(d) for d in dates) or "none"
+        raise MonitorInputError(f"--latest needs two snapshots in the database, found {len(dates)} ({known})")
+    return str(dates[-2]), str(dates[-1])
 
 
 def run_monitor_command(

@@ -346,6 +346,19 @@ def test_empty_month_is_a_clear_error(
     bad_threshold = run_cli(course_stack.settings, "monitor", "--ref", REF, "--cur", CUR, "--threshold", "1.5")
     assert bad_date.exit_code == bad_threshold.exit_code == 2
     assert "2024-02-30" in bad_date.stderr and "1.5" in bad_threshold.stderr
+    both = run_cli(course_stack.settings, "monitor", "--latest", "--ref", REF)
+    assert both.exit_code == 2 and "--latest chooses both months" in both.stderr
+
+
+def test_latest_needs_two_snapshots(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    try:
+        result = run_cli(settings, "monitor", "--latest")
+    finally:
+        release_embedded(settings)
+    assert result.exit_code == 2, result.output
+    assert "--latest needs two snapshots in the database, found 0 (none)" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_schema_mismatch_is_a_clear_error(
@@ -522,8 +535,8 @@ def test_orchestrator_down_runs_the_same_steps_without_prefect(course_stack: Sta
     `streamflow monitor` (orchestrator auto) says so in one line and runs the same steps directly."""
     env = _dead_prefect_env(course_stack, tmp_path)
     t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "streamflow", "monitor", "--ref", REF, "--cur", CUR, "--json"],
+    done = subprocess.run(  # --latest: the monthly job's form (the Kubernetes CronJob's command)
+        [sys.executable, "-m", "streamflow", "monitor", "--latest", "--json"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     print(f"\n[timing] monitor with the Prefect API down: {time.perf_counter() - t0:.1f}s")
@@ -532,6 +545,7 @@ def test_orchestrator_down_runs_the_same_steps_without_prefect(course_stack: Sta
     notes = [ln for ln in done.stderr.splitlines() if ln.startswith("[Orchestrator] Prefect unavailable")]
     assert len(notes) == 1, done.stderr[-3000:]
     summary = json.loads(done.stdout)
+    assert (summary["as_of_ref"], summary["as_of_cur"]) == (REF, CUR)  # the two newest snapshots
     assert summary["drift_share"] == pytest.approx(1 / 14) and summary["decision"] == "RETRAINING_TRIGGERED"
     assert Path(summary["report_html"]).is_file()
 

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ THIRD_PARTY = {
 }
 # Kubernetes-only env of the monitor CronJob (months from a ConfigMap, Prefect server address and
 # credential: in compose the monitor runs inside the prefect container)
-MONITOR_EXTRA_ENV = {"MONITOR_REF_AS_OF", "MONITOR_CUR_AS_OF", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"}
+MONITOR_EXTRA_ENV = {"PREFECT_API_URL", "PREFECT_API_AUTH_STRING"}
 SECRET_KEYS_EXAMPLES = {
     "streamflow-postgres": K8S / "secrets" / "postgres.env.example",
     "streamflow-prefect": K8S / "secrets" / "prefect.env.example",
@@ -395,17 +394,13 @@ def test_commands_are_the_compose_commands_and_real_cli_commands(m: Manifests, c
         check_cli(container["args"], resolved_env(m, container))
 
 
-def test_monitor_cronjob_compares_the_configured_months(m: Manifests) -> None:
+def test_monitor_cronjob_compares_the_latest_two_months(m: Manifests) -> None:
     cronjob = m.get("CronJob", "monitor")
     container = m.container("CronJob", "monitor")
     args = container["args"]
-    assert args[:2] == ["streamflow", "monitor"]
+    # every run compares the two newest snapshots in the database, whatever was ingested since
+    assert args == ["streamflow", "monitor", "--latest"]
     env = resolved_env(m, container)
-    ref = REF_RE.fullmatch(args[args.index("--ref") + 1])
-    cur = REF_RE.fullmatch(args[args.index("--cur") + 1])
-    assert ref and cur, "the months come from the ConfigMap monitor-months"
-    assert date.fromisoformat(str(env[ref[1]])) < date.fromisoformat(str(env[cur[1]]))
-    assert (env[ref[1]], env[cur[1]]) == ("2024-01-31", "2024-02-29")  # month_000, month_001
     assert env["PREFECT_API_URL"] == "http://prefect:4200/api"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     from streamflow.errors import ExitCode
