@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -133,6 +134,24 @@ def forest_run_params(params: ForestParams, settings: Settings, n_train: int) ->
     }
 
 
+def register_version(settings: Settings, info: Any, run_id: str, tags: dict[str, str]) -> str:
+    """A new version of ``settings.model_name`` for the logged model ``info`` of run ``run_id``,
+    with ``tags`` set at creation (the registered model is created on first use)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    client = configure_mlflow(settings)
+    try:
+        client.create_registered_model(settings.model_name)
+    except MlflowException as exc:  # registered before (or by a concurrent training)
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    mv = client.create_model_version(
+        settings.model_name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
+    return str(mv.version)
+
+
 def train_model(
     as_of: str | date,
     settings: Settings,
@@ -219,15 +238,13 @@ def train_model(
             name="model",
             signature=signature,
             input_example=example,
-            registered_model_name=settings.model_name,
             skops_trusted_types=trusted,
         )
-        version = str(info.registered_model_version) if info.registered_model_version is not None else None
         run_id = run.info.run_id
-        if version is not None:  # ... and so does the registered version (promotion checks both)
-            client = configure_mlflow(settings)
-            for key, value in {**sha_tags, "as_of": str(as_of_d)}.items():
-                client.set_model_version_tag(settings.model_name, version, key, value)
+        # ... and so does the registered version (promotion checks both). Registered through the
+        # client, not log_model(registered_model_name=…): that path prints "Successfully registered
+        # model …" / "Created version …" on stderr, which is not ours to show.
+        version = register_version(settings, info, run_id, {**sha_tags, "as_of": str(as_of_d)})
 
     promoted = False
     if version is not None and promote_if_first and deployed(settings) is None and production_version(settings) is None:
