@@ -29,8 +29,13 @@ def join(base: str, *parts: str) -> str:
 
 
 def spark_uri(path: str) -> str:
-    """What to hand Spark: absolute ``file:`` URIs for local paths, other URIs unchanged."""
-    return local_path(path).resolve().as_uri() if is_local(path) else path
+    """What to hand Spark: absolute ``file:`` URIs for local paths, other URIs unchanged.
+
+    Not ``Path.as_uri()``: Hadoop's ``Path(String)`` takes its string literally (it never decodes
+    percent escapes), so a percent-encoded URI names another directory — ``as_of=2024-01-31``
+    would be written as ``as_of%3D2024-01-31``, ``my lake`` as ``my%20lake`` — where the
+    operating-system side (``local_path``) does not look."""
+    return "file://" + local_path(path).resolve().as_posix() if is_local(path) else path
 
 
 @dataclass(frozen=True)
