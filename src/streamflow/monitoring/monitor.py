@@ -221,7 +221,7 @@ def load_model(settings: Settings, emit: Emit) -> tuple[ScoringModel | None, str
         log.warning("event=production_model_unloadable error=%r", str(exc))
         return None, str(exc)
     if model is None:
-        why = f"no model holds the alias {settings.model_alias!r} of {settings.model_name!r}"
+        why = f"no version of {settings.model_name!r} is deployed"
         emit(f"[Performance] {why}: no prediction drift or performance this run")
         return None, why
     return model, None

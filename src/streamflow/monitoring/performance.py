@@ -478,8 +478,7 @@ def version_for_month(settings: Settings, as_of: str | date) -> VersionChoice:
     current = production_model_version(settings)
     if current is None:
         raise NoProductionModelError(
-            f"no model holds the alias {settings.model_alias!r} of {settings.model_name!r}: "
-            "train one first (streamflow train --as-of YYYY-MM-DD)"
+            f"no version of {settings.model_name!r} is deployed: train one first (streamflow train --as-of YYYY-MM-DD)"
         )
     why = "no alias history recorded" if not history else f"{day} has no ingestion record"
     return VersionChoice(current, f"the current production version ({why})")

@@ -17,7 +17,7 @@ rows of that month, and move the alias only if the candidate is better by more t
   promotion is refused if production moved meanwhile (another monitor promoted first), if the MLflow
   alias and the deployed version disagree, or if the candidate was trained on an older month than
   the deployed model. A refused candidate keeps its version, tagged ``rejected_reason``; the outcome
-  is REJECTED with that reason (``refusal``: ``better_not_found`` / ``production_moved`` /
+  is REJECTED with that reason (``refusal``: ``not_better`` / ``production_moved`` /
   ``older_month``); nothing moves.
 """
 

@@ -1,6 +1,6 @@
 """One background poll loop: ``PeriodicTask(name, interval, fn)`` runs ``fn`` on a daemon
 thread at once and then every ``interval`` seconds until :meth:`stop`; :meth:`wake` runs
-it early. Used by the model holder (registry alias) and the feature mirror
+it early. Used by the model holder (deployment records) and the feature mirror
 (materializations)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``POST /admin/reload``: check the registry alias (and optionally the feature store) now.
+"""``POST /admin/reload``: check the newest deployment record (and optionally the feature store) now.
 
 Off unless ``settings.admin_token`` is set (the route is then not registered: 404, and absent
 from the OpenAPI document). With it, the request must carry ``Authorization: Bearer <token>``
@@ -133,7 +133,7 @@ async def admin_reload(
     force: bool = False,
     features: bool = False,
 ) -> Any:
-    """Check the alias now and load its version if it changed (``force``: reload even
+    """Check the newest deployment record now and load its version if it changed (``force``: reload even
     if unchanged; ``features``: also reload the feature mirror). Requires the admin token."""
     gate: AdminGate = request.app.state.admin
     refused = gate.refusal(request.headers.get("authorization"))  # AdminGuard answered these already
