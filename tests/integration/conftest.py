@@ -4,6 +4,7 @@ MLflow registry under a temporary STREAMFLOW_HOME. Everything started is stopped
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from tests.helpers.course import AS_OF
 from tests.helpers.stack import Stack, make_settings
 
 pytestmark = pytest.mark.integration
+
+
+# The executors' interpreter, pinned when the suite starts: the virtualenv's, which has pyarrow
+# (a worker started from another interpreter fails every mapInPandas with "No module named pyarrow").
+THIS_PYTHON = sys.executable
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,6 +71,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     settings = make_settings(
         tmp_path_factory.mktemp("spark_home"),
         spark_master="local[2]",
+        spark_python=THIS_PYTHON,
         spark_driver_memory="1g",
         spark_shuffle_partitions=4,
     )
