@@ -44,9 +44,9 @@ import pandas as pd
 
 from streamflow.features.online_codec import decode_value, entity_key, feature_kind, redis_fields, redis_key
 from streamflow.onnx_layout import MISSING_STRING
+from streamflow.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.schema import ENTITY, FEATURE_VIEWS, FEATURES
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.serving.model_holder import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.serving.poller import PeriodicTask
 from streamflow.settings import Settings, settings_json
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from streamflow.monitoring import cbpe
-from streamflow.monitoring.cbpe import CBPECalibration
+from streamflow import cbpe
+from streamflow.cbpe import CBPECalibration
 from streamflow.monitoring.drift import PREDICTION
 from streamflow.monitoring.monitor import MonitorPerformance
 from streamflow.monitoring.performance import (

@@ -31,7 +31,7 @@ def score(frame: DataFrame, model_bytes: Broadcast[bytes], threads: int = 1) -> 
     schema = StructType([*frame.schema.fields, StructField(PREDICTION, DoubleType(), nullable=False)])
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from streamflow.serving.onnx_model import OnnxModel
+        from streamflow.onnx_model import OnnxModel
 
         model = OnnxModel(model_bytes.value, threads=threads)  # once per task
         for batch in batches:

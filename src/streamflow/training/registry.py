@@ -319,22 +319,14 @@ def verified_version(
 ANY_CURRENT: Final = "<any>"  # promote() without compare-and-set (an operator's explicit choice)
 
 
-def _check_servable(candidate: VerifiedVersion, settings: Settings) -> date:
+def _check_servable(candidate: VerifiedVersion) -> date:
     """The checks the API will make (opens, input layout, smoke test), made before publishing;
     returns the candidate's training month."""
-    from streamflow.serving.model_holder import build_loaded_model
+    from streamflow.onnx_model import open_servable
 
     what = f"{candidate.model_name} v{candidate.version}"
     try:
-        build_loaded_model(
-            candidate.onnx,
-            name=candidate.model_name,
-            alias=settings.model_alias,
-            version=candidate.version,
-            run_id=candidate.run_id,
-            as_of=str(candidate.as_of),
-            metrics=candidate.val_metrics,
-        )
+        open_servable(candidate.onnx)
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise ModelArtifactError(
@@ -424,7 +416,7 @@ def promote(
     version = str(version)
     client = configure_mlflow(settings)
     candidate = verified_version(settings, version, client=client)
-    trained_on = _check_servable(candidate, settings)
+    trained_on = _check_servable(candidate)
     with _history_engine(settings).begin() as conn:
         _lock(conn, settings)
         row = conn.exec_driver_sql(CURRENT_SQL, _names(settings)).fetchone()
