@@ -12,6 +12,7 @@ imports it without the training stack."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ class OnnxModel:
         raw = json.loads(meta[LAYOUT_KEY])
         self.layout = InputLayout(columns=raw["columns"], strings=raw[STRING_INPUT], numeric=raw[NUMERIC_INPUT])
         self._outputs = [PROBA_OUTPUT]
-        self._run = self.session.run
+        self._run: Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]] = self.session.run
 
     def encode(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """The graph feed for a frame with the model's columns (missing strings → "")."""

@@ -240,7 +240,7 @@ def _fixed_width_ids(ids: Sequence[str]) -> np.ndarray:
 def _encode_categories(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(int32 codes with -1 for missing, object categories + [MISSING_STRING])."""
     s = pd.Series(values, dtype=object)
-    s = s.where(s.notna(), None)
+    s = s.mask(s.isna(), None)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     cats = np.array([*(str(u) for u in uniques), MISSING_STRING], dtype=object)
     return codes.astype(np.int32), cats
