@@ -37,6 +37,8 @@ test-faults: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks services
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## Stop what `make demo` left running (API, Prometheus, Pushgateway, embedded PostgreSQL).
 down:

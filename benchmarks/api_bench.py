@@ -245,7 +245,7 @@ def prepare(home: Path, seeds: Path) -> tuple[Any, list[str], dict[str, float]]:
 
     from streamflow.db.engine import get_engine
     from streamflow.monthly import ingest_and_publish
-    from streamflow.serving.onnx_model import OnnxModel
+    from streamflow.onnx_model import OnnxModel
     from streamflow.settings import Settings
     from streamflow.training.train import train_model
 

@@ -66,8 +66,7 @@ def child(frame_path: str, setting_json: str, split_seeds: str) -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from streamflow.monitoring.production_model import score_in_batches
-    from streamflow.serving.onnx_model import OnnxModel
+    from streamflow.onnx_model import OnnxModel, score_in_batches
     from streamflow.settings import Settings
     from streamflow.training.onnx_export import export_onnx
     from streamflow.training.train import fit_pipeline, forest_size_metrics, split_dataset

@@ -349,9 +349,9 @@ def bootstrap(
         console.print(f"'{settings.model_alias}' model already registered; not retraining")
         return
     tr = train_model(DEMO_REF_AS_OF, settings)
-    dep = deployed(settings)
+    current = deployed(settings)
     console.print(
         f"run {tr.run_id} → {settings.model_name} v{tr.version}: val_auc={tr.metrics['val_auc']:.4f} "
         f"val_f1={tr.metrics['val_f1']:.4f}; deployed (alias '{settings.model_alias}'): "
-        f"v{dep.version if dep else '?'}"
+        f"v{current.version if current else '?'}"
     )

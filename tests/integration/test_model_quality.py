@@ -29,12 +29,12 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from streamflow.cbpe import CBPECalibration
 from streamflow.cli import app
 from streamflow.dates import as_of_timestamp, month_as_of
 from streamflow.db.engine import get_engine, release_embedded
 from streamflow.features.dataset import MissingLabelsError, build_point_in_time_dataset
 from streamflow.model_artifacts import SHA256_TAGS
-from streamflow.monitoring.cbpe import CBPECalibration
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
 from streamflow.monitoring.performance import (
     load_measurements,
@@ -46,13 +46,13 @@ from streamflow.monitoring.production_model import (
     CBPE_ARTIFACT,
     TRAINED_USERS_ARTIFACT,
     load_production_model,
-    onnx_probabilities,
 )
 from streamflow.monthly import ingest_and_publish
 from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
 from streamflow.settings import Settings
+from streamflow.training.artifacts import onnx_probabilities
 from streamflow.training.registry import alias_history, configure_mlflow, list_versions, production_version
 from streamflow.training.train import split_dataset, train_model
 from tests.helpers.stack import Stack, environment_of, make_settings

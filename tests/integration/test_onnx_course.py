@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from streamflow.onnx_model import OnnxModel
 from streamflow.schema import FEATURES, FLAG_FEATURES, LABEL
-from streamflow.serving.onnx_model import OnnxModel
 from streamflow.settings import Settings
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline

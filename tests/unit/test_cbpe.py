@@ -1,4 +1,4 @@
-"""Label-free performance estimation (``streamflow.monitoring.cbpe``):
+"""Label-free performance estimation (``streamflow.cbpe``):
 
 (a) equal to NannyML 0.13.1's own ``CBPE`` (the ``reference`` extra, installed by
     ``make install``; a missing extra FAILS here, it never skips) on synthetic reference /
@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from streamflow.monitoring.cbpe import (
+from streamflow.cbpe import (
     FORMAT,
     METRICS,
     CBPECalibration,

@@ -24,7 +24,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from streamflow.monitoring.cbpe import CBPECalibration, estimate
+from streamflow.cbpe import CBPECalibration, estimate
 from streamflow.monitoring.decision import Decision
 from streamflow.monitoring.drift import DriftResult, FeatureDrift, PredictionDrift, TargetDrift
 from streamflow.monitoring.metrics_push import (
@@ -47,11 +47,12 @@ from streamflow.monitoring.performance import (
     measure_realized,
     realized_metrics,
 )
-from streamflow.monitoring.production_model import ScoringModel, onnx_probabilities
+from streamflow.monitoring.production_model import ScoringModel
+from streamflow.onnx_model import OnnxModel
 from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds import generator
-from streamflow.serving.onnx_model import OnnxModel
 from streamflow.settings import Settings
+from streamflow.training.artifacts import onnx_probabilities
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
 from streamflow.training.train import split_dataset

@@ -14,6 +14,7 @@ import pyarrow as pa
 from fastapi.testclient import TestClient
 
 from streamflow.onnx_layout import MISSING_STRING
+from streamflow.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES
 from streamflow.serving.features import (
     FeatureMirror,
@@ -24,7 +25,6 @@ from streamflow.serving.features import (
     build_snapshot,
     rows_from_values,
 )
-from streamflow.serving.model_holder import MIRROR_NUMERIC, MIRROR_STRINGS
 from tests.helpers.serving import Served, make_app
 
 

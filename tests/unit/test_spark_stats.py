@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamflow.monitoring.cbpe import CBPECalibration, estimate
+from streamflow.cbpe import CBPECalibration, estimate
 from streamflow.monitoring.drift import DriftResult, run_drift_report
 from streamflow.monitoring.performance import calibration_bins, estimated_metrics, realized_metrics
 from streamflow.schema import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL, TIMESTAMP

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,9 @@ from streamflow.schema import (
     TIMESTAMP,
 )
 from streamflow.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +78,9 @@ def coerce_feature_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         if col in FLAG_FEATURES:
             out[col] = _to_flag(out[col])
         elif col in CATEGORICAL_FEATURES:
-            out[col] = out[col].astype("object").where(out[col].notna(), None)
+            out[col] = out[col].astype("object").mask(out[col].isna(), None)
         else:
-            out[col] = out[col].astype(FEATURE_DTYPES[col])
+            out[col] = out[col].astype(np.dtype(FEATURE_DTYPES[col]))
     return out
 
 
@@ -136,7 +140,7 @@ def _partitions(conn: sa.Connection, as_of: date) -> dict[str, str | None]:
         sa.text("SELECT n, to_regclass(quote_ident(n)) IS NOT NULL FROM unnest(CAST(:names AS text[])) AS n"),
         {"names": list(names.values())},
     ).all()
-    exists = dict(found)
+    exists: dict[str, bool] = {str(n): bool(e) for n, e in found}
     return {t: n if exists.get(n) else None for t, n in names.items()}
 
 
@@ -226,7 +230,7 @@ def _arrow_types(with_labels: bool) -> dict[str, object]:
 class _ChunkReader(io.RawIOBase):
     """A readable stream over the byte chunks of a ``COPY … TO STDOUT`` (pyarrow reads from it)."""
 
-    def __init__(self, chunks: Iterator[memoryview | bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes | bytearray | memoryview]) -> None:
         self._chunks = chunks
         self._buffer = memoryview(b"")
 
@@ -265,9 +269,7 @@ def _copy_frame(settings: Settings, query: str, ts: datetime, with_labels: bool,
     with psycopg.connect(libpq_url(settings), application_name="streamflow-dataset") as conn, conn.cursor() as cur:
         # hash joins of a million rows each: give them memory instead of temp-file batches
         cur.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(settings.dataset_work_mem)))
-        copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(
-            sql.SQL(query).format(ts=sql.Literal(ts))  # type: ignore[arg-type]
-        )
+        copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(query).format(ts=sql.Literal(ts)))
         with cur.copy(copy_sql) as copy:
             stream = io.BufferedReader(_ChunkReader(iter(copy)), buffer_size=1 << 20)
             reader = pacsv.open_csv(
@@ -287,19 +289,18 @@ def _copy_frame(settings: Settings, query: str, ts: datetime, with_labels: bool,
                 batches.append(batch)
                 done += batch.num_rows
                 progress(ProgressEvent(task, done, total))
-    table = pa.Table.from_batches(batches, schema=pa.schema([(n, t) for n, t in types.items()]))  # type: ignore[misc]
+    table = pa.Table.from_batches(batches, schema=pa.schema([(n, t) for n, t in types.items()]))
     progress(ProgressEvent(task, done, done))  # the real count, should the month have changed meanwhile
     return _typed_frame(table, with_labels)
 
 
-def _typed_frame(table: object, with_labels: bool) -> pd.DataFrame:
+def _typed_frame(table: pa.Table, with_labels: bool) -> pd.DataFrame:
     """The arrow table as the canonical frame: sorted by user_id (code-point order, as pandas
     sorts Python strings), flags 1.0/0.0/NaN, counts int64 (float64 while a partial user's are
     missing), floats float64, text as Python str, the label 0/1 (NaN where a user has no label)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    assert isinstance(table, pa.Table)
     ids = table.column(ENTITY)
     if len(ids) > 1 and not pc.all(pc.less(ids[:-1], ids[1:])).as_py():  # the month's heap is usually sorted
         table = table.sort_by(ENTITY)
@@ -307,7 +308,8 @@ def _typed_frame(table: object, with_labels: bool) -> pd.DataFrame:
         col = table.column(i)
         if name in _FLAG_SQL or name == LABEL or (col.null_count and pa.types.is_integer(col.type)):
             table = table.set_column(i, name, pc.cast(col, pa.float64()))
-    return table.to_pandas(self_destruct=True)
+    frame: pd.DataFrame = table.to_pandas(self_destruct=True)
+    return frame
 
 
 def read_month_dataset(

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -214,14 +215,17 @@ def sample_months(
     return ref_rows, cur_rows, DriftSample(limit, seed, ref_s, cur_s), ref_pos, cur_pos
 
 
+BoolMask = Sequence[bool] | npt.NDArray[np.bool_]  # one flag per row
+
+
 @dataclass(frozen=True)
 class PredictionScope:
     """Which rows' predictions are compared: ``population`` names them (e.g. ``unseen``: the users
     the model was not trained on, whose scores are not memorised), the masks select them."""
 
     population: str
-    reference: Sequence[bool]
-    current: Sequence[bool]
+    reference: BoolMask
+    current: BoolMask
 
 
 @dataclass(frozen=True)
@@ -467,7 +471,7 @@ def _to_evidently_frame(
     df: pd.DataFrame,
     with_label: bool = True,
     with_prediction: bool = False,
-    scope: Sequence[bool] | None = None,
+    scope: BoolMask | None = None,
     exclude: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The columns Evidently sees (minus ``exclude``: unmeasurable features). Flags go from float
@@ -480,7 +484,7 @@ def _to_evidently_frame(
         if col in exclude:
             continue
         mapped = out[col].map({1.0: True, 0.0: False}).astype(object)
-        out[col] = mapped.where(out[col].notna(), None)
+        out[col] = mapped.mask(out[col].isna(), None)
     if with_label:
         out[LABEL] = out[LABEL].astype("int64")
     if with_prediction:
@@ -570,7 +574,7 @@ def extract_value_drifts(summary: Mapping[str, Any], columns: Sequence[str]) -> 
             continue
         config = metric.get("config") or {}
         column = config.get("column")
-        if column not in columns:
+        if not isinstance(column, str) or column not in columns:
             continue
         if column in out:
             raise DriftReportError(f"more than one ValueDrift result for column {column!r}")
@@ -601,7 +605,7 @@ def _quiet_evidently() -> Iterator[None]:
         yield
 
 
-def atomic_write(path: Path, writer: Callable[[str], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[str], object]) -> None:
     """Have ``writer`` write a temporary file next to ``path``, fsync it, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -667,8 +671,14 @@ def run_drift_report(
     missing_labels = tuple(day for day, df in ((ref_day, ref), (cur_day, cur)) if LABEL not in df.columns)
     with_label = not missing_labels
     with_prediction = PREDICTION in ref.columns and PREDICTION in cur.columns
-    ref_scope = np.ones(len(ref), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.reference)
-    cur_scope = np.ones(len(cur), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.current)
+    ref_scope = (
+        np.ones(len(ref), dtype=bool)
+        if prediction_scope is None
+        else np.asarray(prediction_scope.reference, dtype=bool)
+    )
+    cur_scope = (
+        np.ones(len(cur), dtype=bool) if prediction_scope is None else np.asarray(prediction_scope.current, dtype=bool)
+    )
     if with_prediction and (len(ref_scope) != len(ref) or len(cur_scope) != len(cur)):
         raise DriftInputError("prediction_scope masks must have one entry per row of each frame")
     if with_prediction and not (ref_scope.any() and cur_scope.any()):

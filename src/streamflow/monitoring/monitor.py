@@ -334,14 +334,14 @@ def run_evidently(
         f"{f.feature} ({f.note})" if f.note else f"{f.feature} ({f.method} {f.score:.4g} vs {f.threshold:g})"
         for f in result.drifted_features
     )
-    target = (
+    target_note = (
         f"ValueDrift({LABEL})={result.target_value_drift:.4g} ({result.target_value_drift_method})"
         if result.target is not None
         else f"ValueDrift({LABEL}) n/a (no labels)"
     )
     emit(
         f"[Evidently] drifted features {result.drifted_count}/{len(result.feature_drifts)}: {drifted or 'none'}; "
-        f"{target}"
+        f"{target_note}"
     )
     quiet = [f for f in result.unmeasured_features if not f.drifted]  # the drifted ones are listed above
     if quiet:

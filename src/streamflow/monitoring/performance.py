@@ -32,9 +32,9 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
+from streamflow.cbpe import DEFAULT_THRESHOLD, METRICS, CBPECalibration, estimate
 from streamflow.dates import as_of_timestamp, parse_as_of
 from streamflow.errors import InputError
-from streamflow.monitoring.cbpe import DEFAULT_THRESHOLD, METRICS, CBPECalibration, estimate
 from streamflow.monitoring.production_model import ScoringModel, load_model_version, production_model_version
 from streamflow.schema import ENTITY, LABEL
 from streamflow.settings import Settings

@@ -1,12 +1,12 @@
 """A registered model version as the monitor scores it: its ONNX artefact (never the pickled
-scikit-learn model), its validation AUC, its CBPE calibration and the users it was trained on —
-and, at training time, the writing of the last two.
+scikit-learn model), its validation AUC, its CBPE calibration and the users it was trained on
+(the last two written at training time by ``streamflow.training.artifacts``).
 
 MLflow artefacts of a training run that this module reads (``docs/CONTRACTS.md``;
 paths and hash tags in ``streamflow.model_artifacts``):
 
 * ``onnx/model.onnx`` — the compiled pipeline (written by training);
-* ``cbpe/calibration.json`` — :class:`~streamflow.monitoring.cbpe.CBPECalibration` fitted on the
+* ``cbpe/calibration.json`` — :class:`~streamflow.cbpe.CBPECalibration` fitted on the
   validation split's probabilities **of the ONNX model** (what is served and what the monitor
   scores with; they agree with the scikit-learn pipeline within 1e-5);
 * ``cbpe/trained_user_ids.txt.gz`` — the user ids of the training rows, one per line. A random
@@ -28,8 +28,6 @@ whatever the MLflow alias points at: the two differ only when the alias was move
 A version whose run has no CBPE artefacts (calibration failed at training) still loads:
 ``calibration`` / ``trained_user_ids`` are None and ``notes`` says why (the estimate is then null,
 never a crash).
-
-This is the one module that imports the ONNX runtime class.
 """
 
 from __future__ import annotations
@@ -38,28 +36,22 @@ import gzip
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamflow.cbpe import CBPECalibration
 from streamflow.model_artifacts import (
     CBPE_ARTIFACT,
-    CBPE_DIR,
     ONNX_ARTIFACT,
-    SHA256_TAGS,
     TRAINED_USERS_ARTIFACT,
     ArtifactIntegrityError,
-    sha256_hex,
 )
-from streamflow.monitoring.cbpe import CBPECalibration
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import FEATURES
-from streamflow.serving.onnx_model import OnnxModel  # the one import of the ONNX runtime class
+from streamflow.onnx_model import OnnxModel, score_in_batches
+from streamflow.progress import ProgressCallback, no_progress
 from streamflow.settings import Settings
 from streamflow.training.registry import (
     ModelArtifactError,
@@ -80,35 +72,8 @@ __all__ = [
     "UnknownModelVersionError",
     "load_model_version",
     "load_production_model",
-    "log_quality_artifacts",
-    "onnx_probabilities",
     "production_model_version",
-    "score_in_batches",
 ]
-
-
-SCORE_BATCH_ROWS = 50_000  # rows per onnxruntime call when scoring a month (memory bound, not a tunable)
-
-
-def score_in_batches(
-    onnx: OnnxModel,
-    frame: pd.DataFrame,
-    *,
-    batch_rows: int = SCORE_BATCH_ROWS,
-    progress: ProgressCallback = no_progress,
-    task: str = "score",
-) -> npt.NDArray[np.float64]:
-    """P(churn) of every row of ``frame`` by ``onnx``, ``batch_rows`` at a time (the feed of one
-    batch is a few MB whatever the month's size), reporting the rows scored; clipped into [0, 1]."""
-    n = len(frame)
-    out = np.empty(n, dtype=np.float64)
-    features = frame[FEATURES]
-    progress(ProgressEvent(task, 0, n))
-    for start in range(0, n, batch_rows):
-        stop = min(start + batch_rows, n)
-        out[start:stop] = onnx.predict_proba(features.iloc[start:stop])
-        progress(ProgressEvent(task, stop, n))
-    return np.clip(out, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -215,52 +180,3 @@ def load_production_model(settings: Settings) -> ScoringModel | None:
     """The deployed version, or None when nothing is deployed."""
     version = production_model_version(settings)
     return load_model_version(settings, version) if version is not None else None
-
-
-# ---- training time ------------------------------------------------------------------------------
-
-
-def onnx_probabilities(
-    onnx_bytes: bytes, X: pd.DataFrame, *, threads: int = 1, progress: ProgressCallback = no_progress
-) -> npt.NDArray[np.float64]:
-    """P(churn) of serialized ONNX ``onnx_bytes`` on ``X`` (clipped into [0, 1])."""
-    return score_in_batches(OnnxModel(onnx_bytes, threads=threads), X, progress=progress, task="score validation")
-
-
-def log_quality_artifacts(
-    onnx_bytes: bytes,
-    X_val: pd.DataFrame,
-    y_val: pd.Series,
-    trained_user_ids: Iterable[str],
-    *,
-    threads: int = 1,
-    progress: ProgressCallback = no_progress,
-) -> dict[str, str]:
-    """In the active MLflow run: fit the CBPE calibration on the validation split's ONNX
-    probabilities and log it (``cbpe/calibration.json``), and log the training rows' user ids
-    (``cbpe/trained_user_ids.txt.gz``). A calibration that cannot be fitted (e.g. too few rows)
-    is tagged ``cbpe_calibration_error`` and skipped: training never fails because of it.
-
-    Returns the sha256 of the exact bytes logged, per artefact path (training records them as
-    run and model-version tags, ``streamflow.model_artifacts.SHA256_TAGS``)."""
-    import mlflow
-
-    logged: dict[str, bytes] = {}
-    calibration: CBPECalibration | None = None
-    try:
-        proba = onnx_probabilities(onnx_bytes, X_val, threads=threads, progress=progress)
-        calibration = CBPECalibration.fit(proba, y_val.to_numpy())
-    except ValueError as exc:
-        log.warning("event=cbpe_calibration_failed error=%r", str(exc))
-        mlflow.set_tag("cbpe_calibration_error", str(exc)[:500])
-    if calibration is not None:
-        logged[CBPE_ARTIFACT] = json.dumps(calibration.to_dict(), indent=2, allow_nan=False).encode("utf-8")
-        mlflow.set_tag("cbpe_calibrated", str(calibration.calibrated).lower())
-    users = sorted({str(u) for u in trained_user_ids})
-    logged[TRAINED_USERS_ARTIFACT] = gzip.compress(("\n".join(users) + "\n").encode("utf-8"), mtime=0)
-    with tempfile.TemporaryDirectory(prefix="streamflow-cbpe-") as tmp:
-        for path, data in logged.items():
-            local = Path(tmp) / Path(path).name
-            local.write_bytes(data)
-            mlflow.log_artifact(str(local), artifact_path=CBPE_DIR)
-    return {path: sha256_hex(data) for path, data in logged.items() if path in SHA256_TAGS}

@@ -162,8 +162,9 @@ def create_app(
     # refused). (FastAPI keeps included routers as such: their routes are read from the routers.)
     routes: dict[str, Any] = {}
     for r in [*app.router.routes, *(r for router in routers for r in router.routes)]:
-        if isinstance(getattr(r, "path", None), str):
-            routes.setdefault(r.path, r)
+        path = getattr(r, "path", None)  # a Route / Mount / WebSocketRoute has one, a BaseRoute need not
+        if isinstance(path, str):
+            routes.setdefault(path, r)
     # Added last = outermost: the metrics see every answer, the shed and refused ones included.
     if gate is not None:
         app.add_middleware(admin.AdminGuard, gate=gate, route=routes[admin.PATH])

@@ -44,9 +44,9 @@ import pandas as pd
 
 from streamflow.features.online_codec import decode_value, entity_key, feature_kind, redis_fields, redis_key
 from streamflow.onnx_layout import MISSING_STRING
+from streamflow.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.schema import ENTITY, FEATURE_VIEWS, FEATURES
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.serving.model_holder import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.serving.poller import PeriodicTask
 from streamflow.settings import Settings, settings_json
 
@@ -240,7 +240,7 @@ def _fixed_width_ids(ids: Sequence[str]) -> np.ndarray:
 def _encode_categories(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(int32 codes with -1 for missing, object categories + [MISSING_STRING])."""
     s = pd.Series(values, dtype=object)
-    s = s.where(s.notna(), None)
+    s = s.mask(s.isna(), None)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     cats = np.array([*(str(u) for u in uniques), MISSING_STRING], dtype=object)
     return codes.astype(np.int32), cats

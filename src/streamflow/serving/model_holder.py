@@ -28,18 +28,13 @@ import numpy as np
 
 from streamflow.deployments import Deployment, DeploymentHead, DeploymentSource
 from streamflow.model_artifacts import ArtifactIntegrityError, short, verify_sha256
-from streamflow.onnx_layout import NUMERIC_INPUT, STRING_INPUT
-from streamflow.schema import CATEGORICAL_FEATURES, FEATURES
+from streamflow.onnx_model import OnnxModel, feed_from_mirror, open_servable
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.serving.onnx_model import OnnxModel
 from streamflow.serving.poller import PeriodicTask
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The layout of the feature mirror: the model's inputs are built from these columns.
-MIRROR_STRINGS: list[str] = list(CATEGORICAL_FEATURES)
-MIRROR_NUMERIC: list[str] = [f for f in FEATURES if f not in CATEGORICAL_FEATURES]
 CheckResult = Literal["loaded", "unchanged", "missing", "failed"]
 FailureReason = Literal["integrity", "invalid_model", "source"]  # = metrics.MODEL_LOAD_FAILURE_REASONS
 
@@ -67,11 +62,7 @@ class LoadedModel:
         object.__setattr__(self, "version_json", json.dumps(self.version).encode())
 
     def feed(self, strings: np.ndarray, numeric: np.ndarray) -> dict[str, np.ndarray]:
-        if self.string_cols is not None:
-            strings = strings[:, self.string_cols]
-        if self.numeric_cols is not None:
-            numeric = numeric[:, self.numeric_cols]
-        return {STRING_INPUT: strings, NUMERIC_INPUT: numeric}
+        return feed_from_mirror(strings, numeric, self.string_cols, self.numeric_cols)
 
     def predict(self, strings: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         return self.onnx.predict_proba_feed(self.feed(strings, numeric))
@@ -93,14 +84,6 @@ class LoadedModel:
         }
 
 
-def _reorder(model_cols: list[str], mirror_cols: list[str], what: str) -> np.ndarray | None:
-    if model_cols == mirror_cols:
-        return None
-    if sorted(model_cols) != sorted(mirror_cols):
-        raise ValueError(f"model {what} inputs {model_cols} do not match the served features {mirror_cols}")
-    return np.array([mirror_cols.index(c) for c in model_cols], dtype=np.intp)
-
-
 def build_loaded_model(
     onnx_bytes: bytes,
     *,
@@ -115,37 +98,26 @@ def build_loaded_model(
     deployment_id: int | None = None,
     promoted_at: str | None = None,
 ) -> LoadedModel:
-    """Open the ONNX bytes, check their inputs against the feature layout and smoke-test two
-    rows — all missing (imputers must handle it) and all zero — before the model may be swapped
-    in: each must give one probability in [0, 1] (a NaN is refused)."""
+    """The model ready to be swapped in, once :func:`streamflow.onnx_model.open_servable` has
+    opened the bytes, checked their inputs against the feature layout and smoke-tested them."""
     t0 = started if started is not None else time.perf_counter()
-    onnx = OnnxModel(onnx_bytes, threads=1)
-    lm = LoadedModel(
+    servable = open_servable(onnx_bytes, threads=1)
+    return LoadedModel(
         name=name,
         alias=alias,
         version=version,
         run_id=run_id,
         as_of=as_of,
         metrics=metrics,
-        onnx=onnx,
+        onnx=servable.onnx,
         loaded_at=time.time(),
-        load_seconds=0.0,
+        load_seconds=time.perf_counter() - t0,
         sha256=sha256,
         deployment_id=deployment_id,
         promoted_at=promoted_at,
-        string_cols=_reorder(onnx.layout.strings, MIRROR_STRINGS, "string"),
-        numeric_cols=_reorder(onnx.layout.numeric, MIRROR_NUMERIC, "numeric"),
+        string_cols=servable.string_cols,
+        numeric_cols=servable.numeric_cols,
     )
-    probe = np.asarray(
-        lm.predict(
-            np.array([[""] * len(MIRROR_STRINGS)] * 2, dtype=object),
-            np.array([[np.nan] * len(MIRROR_NUMERIC), [0.0] * len(MIRROR_NUMERIC)], dtype=np.float32),
-        )
-    )
-    if probe.shape != (2,) or not (np.isfinite(probe).all() and (probe >= 0).all() and (probe <= 1).all()):
-        raise ValueError(f"model smoke test returned {probe.tolist()!r}, not two probabilities in [0, 1]")
-    object.__setattr__(lm, "load_seconds", time.perf_counter() - t0)
-    return lm
 
 
 class ModelLoadError(Exception):

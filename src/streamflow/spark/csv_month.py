@@ -87,7 +87,8 @@ def _problem_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def _nul_lines(data: bytes, first_line: int) -> list[int]:
     """Lines of the first NUL bytes (with repeats), as the whole-file check counts them."""
-    out, start = [], 0
+    out: list[int] = []
+    start = 0
     while len(out) < MAX_EXAMPLES:
         i = data.find(b"\x00", start)
         if i < 0:
@@ -483,7 +484,11 @@ def _cross_file_checks(
                     F.sum(F.when((u > 0) & (col[o] == 0), u).otherwise(0)).alias(f"missing_{o}"),
                     F.sum(F.when(known_extra & (col[o] == 0), 1).otherwise(0)).alias(f"absent_{o}"),
                 ]
-        totals = ids.agg(*aggs).first().asDict() if aggs else {}
+        totals: dict[str, Any] = {}
+        if aggs:
+            row = ids.agg(*aggs).first()
+            assert row is not None  # a global aggregation has exactly one row
+            totals = row.asDict()
         # A file's unique-id rule comes right after its column rules (the single-machine order).
         for name in reversed([t.name for t in SOURCE_TABLES if t.name in checked_ids]):
             n = int(totals[f"dup_{name}"] or 0)
@@ -583,9 +588,9 @@ def read_csv_month(
     checked_ids: list[str] = []
     positions: dict[str, int] = {}
     for table in tables:
-        f = reads.get(table.name)
-        if f is not None:
-            typed, cross = _validate_file(f, report)
+        read = reads.get(table.name)
+        if read is not None:
+            typed, cross = _validate_file(read, report)
             positions[table.name] = len(report.violations)
             if typed:
                 checked_ids.append(table.name)

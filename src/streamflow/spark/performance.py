@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from streamflow.monitoring import cbpe
-from streamflow.monitoring.cbpe import CBPECalibration
+from streamflow import cbpe
+from streamflow.cbpe import CBPECalibration
 from streamflow.monitoring.drift import PREDICTION
 from streamflow.monitoring.monitor import MonitorPerformance
 from streamflow.monitoring.performance import (
@@ -376,15 +376,18 @@ def measure(
         t_top, f_top = round(totals["t_raw"], _ROUND), round(totals["f_raw"], _ROUND)
         area = sum(float(r["area"]) for r in parts)
         auc = area if t_top != 0 and f_top != 0 and math.isfinite(area) else math.nan
-        cells = tuple(sum(float(r[k]) for r in parts) for k in ("tp", "fp", "fn", "tn"))
+
+        def total(key: str) -> float:
+            return sum(float(r[key]) for r in parts)
+
         metrics = estimated_from_sums(
             calibration,
             e.n,
             auc,
-            cells,
+            (total("tp"), total("fp"), total("fn"), total("tn")),
             e.sum_p,
             e.tp + e.fp,
-            sum(float(r["sum_q"]) for r in parts),  # type: ignore[arg-type]
+            total("sum_q"),
         )
         estimated = Measurement(
             model.version, as_of, ESTIMATED, POPULATION_UNSEEN if has_unseen else POPULATION_MONTH, metrics

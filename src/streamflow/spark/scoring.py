@@ -8,7 +8,7 @@ The probabilities are those of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,8 +30,8 @@ def score(frame: DataFrame, model_bytes: Broadcast[bytes], threads: int = 1) -> 
 
     schema = StructType([*frame.schema.fields, StructField(PREDICTION, DoubleType(), nullable=False)])
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from streamflow.serving.onnx_model import OnnxModel
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from streamflow.onnx_model import OnnxModel
 
         model = OnnxModel(model_bytes.value, threads=threads)  # once per task
         for batch in batches:

@@ -2,7 +2,7 @@
 
 Training calls :func:`export_onnx` and logs the bytes next to the scikit-learn model
 (MLflow artifact ``onnx/model.onnx``); the API serves them with onnxruntime
-(``streamflow.serving.onnx_model``). Tests prove that both agree within 1e-5.
+(``streamflow.onnx_model``). Tests prove that both agree within 1e-5.
 
 Graph inputs (the format of ``streamflow.onnx_layout``; the feature → input layout is
 recorded in the model's metadata under ``LAYOUT_KEY``):

@@ -277,17 +277,20 @@ def verified_version(
             raise UnknownModelVersionError(
                 f"model {name!r} has no version {version!r} in the registry at {settings.tracking_uri}"
             ) from exc
-        run = client.get_run(mv.run_id)
+        run_id = mv.run_id
+        if not run_id:
+            raise ModelArtifactError(f"{name} v{mv.version} was not registered from a run: no artefacts to verify")
+        run = client.get_run(run_id)
         run_tags, version_tags = dict(run.data.tags), dict(mv.tags or {})
-        present = _artifact_paths(client, mv.run_id, "onnx") | _artifact_paths(client, mv.run_id, CBPE_DIR)
+        present = _artifact_paths(client, run_id, "onnx") | _artifact_paths(client, run_id, CBPE_DIR)
         artifacts: dict[str, bytes] = {}
         digests: dict[str, str] = {}
         for path in SHA256_TAGS:
-            what = f"{name} v{mv.version} {path} (run {mv.run_id})"
+            what = f"{name} v{mv.version} {path} (run {run_id})"
             recorded = recorded_sha256(run_tags, version_tags, path, what)
             if path not in present:
                 if path == ONNX_ARTIFACT:
-                    raise ModelArtifactError(f"{name} v{mv.version}: run {mv.run_id} has no {ONNX_ARTIFACT}")
+                    raise ModelArtifactError(f"{name} v{mv.version}: run {run_id} has no {ONNX_ARTIFACT}")
                 if recorded is not None:
                     raise ArtifactIntegrityError(f"{what}: a sha256 was recorded at training but the artefact is gone")
                 continue
@@ -296,7 +299,7 @@ def verified_version(
                     f"{what}: no sha256 recorded at training (a version logged before artefact hashes, or not by "
                     "`streamflow train`); retrain it"
                 )
-            data = download_artifact(client, mv.run_id, path)
+            data = download_artifact(client, run_id, path)
             digests[path] = verify_sha256(data, recorded, what)
             if expected is not None and path in expected and expected[path] != digests[path]:
                 raise ArtifactIntegrityError(
@@ -306,7 +309,7 @@ def verified_version(
     return VerifiedVersion(
         model_name=name,
         version=str(mv.version),
-        run_id=str(mv.run_id),
+        run_id=run_id,
         as_of=run_tags.get("as_of"),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         run_tags=run_tags,
@@ -319,22 +322,14 @@ def verified_version(
 ANY_CURRENT: Final = "<any>"  # promote() without compare-and-set (an operator's explicit choice)
 
 
-def _check_servable(candidate: VerifiedVersion, settings: Settings) -> date:
+def _check_servable(candidate: VerifiedVersion) -> date:
     """The checks the API will make (opens, input layout, smoke test), made before publishing;
     returns the candidate's training month."""
-    from streamflow.serving.model_holder import build_loaded_model
+    from streamflow.onnx_model import open_servable
 
     what = f"{candidate.model_name} v{candidate.version}"
     try:
-        build_loaded_model(
-            candidate.onnx,
-            name=candidate.model_name,
-            alias=settings.model_alias,
-            version=candidate.version,
-            run_id=candidate.run_id,
-            as_of=str(candidate.as_of),
-            metrics=candidate.val_metrics,
-        )
+        open_servable(candidate.onnx)
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise ModelArtifactError(
@@ -424,7 +419,7 @@ def promote(
     version = str(version)
     client = configure_mlflow(settings)
     candidate = verified_version(settings, version, client=client)
-    trained_on = _check_servable(candidate, settings)
+    trained_on = _check_servable(candidate)
     with _history_engine(settings).begin() as conn:
         _lock(conn, settings)
         row = conn.exec_driver_sql(CURRENT_SQL, _names(settings)).fetchone()

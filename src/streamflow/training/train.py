@@ -216,7 +216,7 @@ def train_model(
             path.write_bytes(onnx_bytes)
             mlflow.log_artifact(str(path), artifact_path=str(Path(ONNX_ARTIFACT).parent))
         # CBPE calibration (fitted on the ONNX model's validation probabilities) + training user ids
-        from streamflow.monitoring.production_model import log_quality_artifacts
+        from streamflow.training.artifacts import log_quality_artifacts
 
         say("logging the model (scikit-learn + ONNX) to MLflow")
         hashes.update(
