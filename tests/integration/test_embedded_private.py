@@ -233,6 +233,7 @@ def test_as_a_normal_user(tmp_path: Path, long_path: bool) -> None:
     home = long_home(base) if long_path else base / "home"
     script = base / "attach.py"
     script.write_text(NON_ROOT_SCRIPT)
+    script.chmod(0o644)  # an earlier test of the session may have left StreamFlow's umask 077
     paths = [str(REPO / "src"), *site.getsitepackages()]
     result = subprocess.run(
         ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={os.pathsep.join(paths)}", "HOME=" + str(base),
