@@ -179,7 +179,6 @@ BAD_DEPLOYMENTS: dict[str, tuple[Callable[[bytes], bytes], bool, str, str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_DEPLOYMENTS))
 def _unlogged(checksums: dict[str, str], status: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     """Checksums and status without the prediction log, which records this test's own predictions."""
     return (
@@ -188,6 +187,7 @@ def _unlogged(checksums: dict[str, str], status: dict[str, Any]) -> tuple[dict[s
     )
 
 
+@pytest.mark.parametrize("case", list(BAD_DEPLOYMENTS))
 def test_api_refuses_a_bad_deployment_and_keeps_serving(
     supply: Supply, api: ApiProcess, user_id: str, case: str
 ) -> None:
