@@ -24,7 +24,7 @@ demo: install
 
 ## Lint + the whole test suite (unit, then integration against real services).
 test: install lint
-	$(VENV)/bin/pytest tests/unit tests/integration tests/faults --ignore-glob='tests/integration/test_spark_*'
+	$(VENV)/bin/pytest --durations=30 tests/unit tests/integration tests/faults --ignore-glob='tests/integration/test_spark_*'
 	# the Spark tests in their own process: inside the full session their executors started
 	# without the virtualenv's pyarrow (an interaction not yet understood; they pass on their own)
 	$(VENV)/bin/pytest tests/integration/test_spark_lake.py tests/integration/test_spark_monitor.py \
