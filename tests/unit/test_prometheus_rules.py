@@ -44,6 +44,7 @@ EXPECTED_ALERTS = {
     "StreamflowApiHighErrorRatio",
     "StreamflowApiNoTraffic",
     "StreamflowModelReloadFailed",
+    "StreamflowModelSourceUnreadable",
     "StreamflowDataDrift",
     "StreamflowPushgatewayDown",
     "StreamflowDriftMetricsStale",
@@ -88,7 +89,11 @@ def test_rule_inventory_and_conventions() -> None:
         assert isinstance(annotations, dict) and {"summary", "description"} <= set(annotations), name
     assert alerts["StreamflowApiDown"]["for"] == "1m"
     assert alerts["StreamflowApiDown"]["expr"].strip() == 'up{job="api"} == 0'
-    assert "increase(api_model_load_failures_total[10m]) > 0" in str(alerts["StreamflowModelReloadFailed"]["expr"])
+    refused = str(alerts["StreamflowModelReloadFailed"]["expr"])
+    assert 'api_model_load_failures_total{reason=~"integrity|invalid_model"}' in refused and "[10m]" in refused
+    # a database outage is its own alert, with a delay, not a "bad model" page
+    assert 'reason="source"' in str(alerts["StreamflowModelSourceUnreadable"]["expr"])
+    assert alerts["StreamflowModelSourceUnreadable"]["for"] == "5m"
     # the performance alert reads the gauges the monitor pushes (streamflow.monitoring.metrics_push)
     drop = str(alerts["StreamflowModelPerformanceDrop"]["expr"])
     for name in (MODEL_PERFORMANCE, MODEL_AUC_DROP, MODEL_MIN_AUC, MODEL_MAX_AUC_DROP):
