@@ -268,6 +268,8 @@ def main() -> None:
     from streamflow.seeds.generator import generate_months
 
     setup_logging("WARNING")
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         seeds = args.seeds
         if seeds is None:

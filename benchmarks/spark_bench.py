@@ -207,6 +207,8 @@ def main() -> None:
 
     setup_logging("WARNING")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         home = Path(tmp) / "home"
         seeds = args.seeds or Path(tmp) / "seeds"

@@ -146,6 +146,8 @@ def main() -> None:
 
     setup_logging("WARNING")
     grid = parse_grid(args.grid or DEFAULT_GRID[args.data])
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = args.workdir or Path(tmp)
         if args.seeds is not None:
