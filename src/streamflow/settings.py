@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     max_depth: int | None = Field(None, ge=1, description="Depth limit of the forest's trees (None: no limit).")
     max_samples: int | None = Field(
-        50_000,
+        25_000,
         ge=1,
         description="Bootstrap rows per tree: each tree sees at most this many rows (all training rows when there "
         "are fewer; None: always all). Logged with the run's params.",
