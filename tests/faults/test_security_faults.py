@@ -1,6 +1,5 @@
 """Security faults through the real CLI and the real deployment scripts (docs/security.md):
 
-* a demo-like run leaves a private STREAMFLOW_HOME: nothing below it is open to other users;
 * the `change-me-…` placeholders of .env.example are refused by every entry point that reads them
   (the CLI's settings — as compose's `init` runs it —, the MLflow entrypoint, the postgres, grafana
   and prefect entrypoint guard of docker-compose.yml): exit 2, one line naming the variable, no
@@ -12,10 +11,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -25,7 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamflow.db.embedded import server_account
 from tests.helpers.faults import (
     FaultHome,
     assert_clean_failure,
@@ -38,69 +34,6 @@ from tests.helpers.repo import COMPOSE, ENV_EXAMPLE, REPO
 pytestmark = pytest.mark.integration
 
 PLACEHOLDER_URL = "postgresql://streamflow_app:change-me-app@127.0.0.1:5432/streamflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ---- file modes after a demo-like run ---------------------------------------------------------
-def open_to_others(home: Path) -> list[str]:
-    """Every path below ``home`` (not following symlinks) that grants anything to 'other', or to its
-    group — except the home itself, which as root grants traverse to the embedded server's group."""
-    found = []
-    for root, dirs, files in os.walk(home):
-        for name in [*dirs, *files]:
-            path = Path(root) / name
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            if stat.S_IMODE(st.st_mode) & 0o077:
-                found.append(f"{path.relative_to(home)} {stat.S_IMODE(st.st_mode):04o}")
-    return found
-
-
-def test_a_demo_run_leaves_a_private_home(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(
-        STREAMFLOW_HOME=str(home),
-        STREAMFLOW_API_PORT=str(free_port()),
-        STREAMFLOW_PROMETHEUS_PORT=str(free_port()),
-        STREAMFLOW_PUSHGATEWAY_PORT=str(free_port()),
-        STREAMFLOW_N_ESTIMATORS="60",
-        COLUMNS="200",
-    )
-    cli = [sys.executable, "-m", "streamflow"]
-    try:
-        demo = subprocess.run([*cli, "demo", "--users", "300", "--requests", "60"], env=env, capture_output=True,
-                              text=True, timeout=900)  # fmt: skip
-        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    finally:
-        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=180)
-    assert down.returncode == 0, down.stderr
-
-    account = server_account()
-    st = os.lstat(home)
-    if account.is_other:  # root: the embedded server's account may traverse (not list) the home
-        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o710, account.gid)
-    else:
-        assert stat.S_IMODE(st.st_mode) == 0o700
-    assert open_to_others(home) == []
-    # what holds secrets or data, explicitly (the walk above already covers it)
-    for path in (
-        home / "secrets" / "embedded-postgres-password",
-        home / "feast" / "feature_store.yaml",
-        home / "mlflow" / "mlflow.db",
-        home / "run" / "api.log",
-    ):
-        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600, path
-    reports = [p for p in (home / "reports").rglob("*") if p.is_file()]
-    assert reports and all(stat.S_IMODE(os.lstat(p).st_mode) == 0o600 for p in reports)
-    assert os.lstat(home / "pgdata").st_uid == account.uid
 
 
 # ---- placeholder secrets -------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`streamflow demo` end to end (what `make demo` runs), then `streamflow down`: the whole
 loop on a fresh STREAMFLOW_HOME with the embedded default, real Prometheus when present — and its
 story: concept drift planted in month_001 is invisible to data drift, the model's realized AUC
-shows it, the monitor retrains and promotes, the API switches model under traffic, zero errors."""
+shows it, the monitor retrains and promotes, the API switches model under traffic, zero errors.
+The run leaves a private home (docs/security.md): nothing below it open to other users."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from streamflow.processes import pid_alive
+from tests.helpers.private_home import assert_private_home
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +88,4 @@ def test_demo_runs_the_whole_loop_and_down_stops_it(tmp_path: Path) -> None:
     for name, pid in pids.items():
         assert not pid_alive(pid), f"{name} (pid {pid}) still running after `streamflow down`"
     assert not (home / "pgdata" / "postmaster.pid").exists(), "embedded PostgreSQL still running"
+    assert_private_home(home)

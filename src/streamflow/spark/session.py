@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamflow.errors import OperationalError
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "streamflow"
 _PYSPARK_PYTHON = "PYSPARK_PYTHON"
+_SPARK_LOCAL_IP = "SPARK_LOCAL_IP"
+_SPARK_LOCAL_DIRS = "SPARK_LOCAL_DIRS"
 
 
 class SparkUnavailableError(OperationalError):
@@ -54,11 +57,15 @@ def spark_conf(settings: Settings) -> dict[str, str]:
             {
                 "spark.driver.host": "127.0.0.1",
                 "spark.driver.bindAddress": "127.0.0.1",
-                "spark.local.dir": str(settings.home / "spark" / "tmp"),
             }
         )
     conf.update(settings.spark_conf)
     return conf
+
+
+def local_dir(settings: Settings) -> Path:
+    """Spark's scratch space (shuffle files, spills) with a local master: under the home."""
+    return settings.home / "spark" / "tmp"
 
 
 def executors_python(settings: Settings) -> str:
@@ -77,14 +84,23 @@ def spark_session(settings: Settings) -> Iterator[SparkSession]:
         return
     conf = spark_conf(settings)
     if is_local_master(settings.spark_master):
-        (settings.home / "spark" / "tmp").mkdir(parents=True, exist_ok=True)
+        local_dir(settings).mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)
     # PySpark reads the executors' interpreter from PYSPARK_PYTHON when the context starts (and ships
     # it with every Python function); set it for that moment only.
-    saved = os.environ.get(_PYSPARK_PYTHON)
-    os.environ[_PYSPARK_PYTHON] = executors_python(settings)
+    # A local master binds to the loopback interface (spark_conf); SPARK_LOCAL_IP tells the JVM so
+    # before it looks up the host's address (otherwise it warns that the hostname is loopback).
+    # Its scratch space goes under the home through SPARK_LOCAL_DIRS (the spark.local.dir
+    # configuration is deprecated for that and makes Spark warn on every start).
+    launch_env = {_PYSPARK_PYTHON: executors_python(settings)}
+    if is_local_master(settings.spark_master):
+        if _SPARK_LOCAL_IP not in os.environ:
+            launch_env[_SPARK_LOCAL_IP] = "127.0.0.1"
+        launch_env[_SPARK_LOCAL_DIRS] = str(local_dir(settings))
+    saved = {key: os.environ.get(key) for key in launch_env}
+    os.environ.update(launch_env)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:
@@ -93,10 +109,11 @@ def spark_session(settings: Settings) -> Iterator[SparkSession]:
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ) from exc
     finally:
-        if saved is None:
-            os.environ.pop(_PYSPARK_PYTHON, None)
-        else:
-            os.environ[_PYSPARK_PYTHON] = saved
+        for key, before in saved.items():
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
     log.info("event=spark_started master=%s version=%s", settings.spark_master, spark.version)
     try:
         yield spark
