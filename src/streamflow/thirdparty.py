@@ -57,12 +57,6 @@ THIRD_PARTY_WARNINGS: Final[tuple[tuple[str, str, str, str], ...]] = (
         r"XDG_RUNTIME_DIR is not set",
         "A headless machine has no XDG runtime directory; platformdirs falls back to /tmp, nothing of ours uses it.",
     ),
-    (
-        "UserWarning",
-        r"mlflow\.",
-        r"Hint: Inferred schema contains integer column",
-        "Our dataset builder fixes integer dtypes (never missing), so MLflow's hint does not apply.",
-    ),
 )
 
 

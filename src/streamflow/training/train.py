@@ -231,7 +231,10 @@ def train_model(
         )
         sha_tags = {SHA256_TAGS[p]: h for p, h in hashes.items()}
         mlflow.set_tags(sha_tags)  # the run records what it logged ...
+        # Integer features are declared as doubles: at inference a missing value (a user without
+        # usage rows) arrives as NaN, which the pipeline imputes and an integer schema would refuse.
         example = split.X_val.head(5)
+        example = example.astype({c: "float64" for c in example.select_dtypes("integer").columns})
         signature = infer_signature(example, pipe.predict(example))
         info = mlflow.sklearn.log_model(
             pipe,
