@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,17 @@ class ApiProcess:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+@contextlib.contextmanager
+def running_api(env: Mapping[str, str], log: Path) -> Iterator[ApiProcess]:
+    """An API process over ``env`` (see :func:`api_env`), ready; always stopped on the way out."""
+    server = ApiProcess(api_env(env), log)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def scrape(url: str) -> dict[str, Any]:

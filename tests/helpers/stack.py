@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamflow.db.engine import release_embedded
+from streamflow.logging_setup import setup_logging
+from streamflow.monthly import ingest_and_publish
 from streamflow.settings import Settings
 from streamflow.training.registry import promote
 from streamflow.training.train import TrainResult, train_model
+from tests.helpers.course import AS_OF
 
 
 @dataclass
@@ -56,3 +60,19 @@ def environment_of(settings: Settings) -> Iterator[None]:
 
 def make_settings(home: Path, **overrides: object) -> Settings:
     return Settings(home=home, **overrides)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def course_months_stack(home: Path, seeds: Path, **overrides: object) -> Iterator[Stack]:
+    """Both course months ingested and published under ``home`` (online = 2024-02-29), a model
+    trained on 2024-01-31 in production; the embedded PostgreSQL released on the way out."""
+    setup_logging("WARNING")
+    settings = make_settings(home, **overrides)
+    stack = Stack(settings=settings, seeds=seeds)
+    try:
+        for month, as_of in AS_OF.items():
+            ingest_and_publish(seeds / month, as_of, settings)
+        stack.train("2024-01-31")
+        yield stack
+    finally:
+        release_embedded(settings)

@@ -7,14 +7,13 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from streamflow.db.engine import release_embedded
-from streamflow.logging_setup import setup_logging
-from streamflow.monthly import ingest_and_publish
-from tests.helpers.course import AS_OF
-from tests.helpers.stack import Stack, make_settings
+from streamflow.db.engine import get_engine
+from tests.helpers.stack import Stack, course_months_stack, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +40,8 @@ def _no_outside_mlflow_uri() -> Iterator[None]:
 def course_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path) -> Iterator[Stack]:
     """Both course months ingested and materialized (online = 2024-02-29); a model
     trained on 2024-01-31 holds the production alias."""
-    setup_logging("WARNING")
-    settings = make_settings(tmp_path_factory.mktemp("course_home"))
-    stack = Stack(settings=settings, seeds=course_seeds)
-    try:
-        for month, as_of in AS_OF.items():
-            ingest_and_publish(course_seeds / month, as_of, settings)
-        stack.train("2024-01-31")
+    with course_months_stack(tmp_path_factory.mktemp("course_home"), course_seeds) as stack:
         yield stack
-    finally:
-        release_embedded(settings)
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +68,19 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     )
     with spark_session(settings) as session:
         yield session
+
+
+# ---- over the course stack: its users and its production model ------------------------------
+@pytest.fixture(scope="session")
+def user_ids(course_stack: Stack) -> list[str]:
+    with get_engine(course_stack.settings).connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]
+
+
+@pytest.fixture(scope="session")
+def production(course_stack: Stack) -> Any:
+    from streamflow.training.registry import production_version
+
+    info = production_version(course_stack.settings)
+    assert info is not None
+    return info

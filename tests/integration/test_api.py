@@ -34,6 +34,7 @@ from tests.helpers.api import (
     Traffic,
     api_env,
     predict,
+    running_api,
     scrape,
     start_database,
     stop_database,
@@ -48,27 +49,8 @@ ONLINE_AS_OF = "2024-02-29"
 
 @pytest.fixture(scope="module")
 def api(course_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    server = ApiProcess(api_env(course_stack.env()), tmp_path_factory.mktemp("api") / "api.log")
-    try:
-        server.wait_ready()
+    with running_api(course_stack.env(), tmp_path_factory.mktemp("api") / "api.log") as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def user_ids(course_stack: Any) -> list[str]:
-    with get_engine(course_stack.settings).connect() as conn:
-        return [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]
-
-
-@pytest.fixture(scope="module")
-def production(course_stack: Any) -> Any:
-    from streamflow.training.registry import production_version
-
-    info = production_version(course_stack.settings)
-    assert info is not None
-    return info
 
 
 # ---- contract ---------------------------------------------------------------------------

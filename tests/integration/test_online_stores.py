@@ -25,10 +25,9 @@ from streamflow.seeds.generator import generate_months
 from streamflow.serving.app import create_app
 from streamflow.serving.features import DirectLookup, FeatureMirror, fetch_redis
 from streamflow.settings import Settings
-from tests.helpers.course import AS_OF
 from tests.helpers.online import assert_frames_equal, latest_snapshot_frame, values_frame
 from tests.helpers.serving import uvicorn_in_thread
-from tests.helpers.stack import Stack, make_settings
+from tests.helpers.stack import Stack, course_months_stack, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +51,10 @@ def flush(url: str) -> None:
 @pytest.fixture(scope="module")
 def redis_stack(tmp_path_factory: pytest.TempPathFactory, course_seeds: Path, redis_url: str) -> Iterator[Stack]:
     """Both course months ingested with the online store on Redis; a small model in production."""
-    setup_logging("WARNING")
     flush(redis_url)
-    settings = make_settings(
-        tmp_path_factory.mktemp("redis_home"), online_store="redis", redis_url=redis_url, n_estimators=30
-    )
-    stack = Stack(settings=settings, seeds=course_seeds)
-    try:
-        for month, as_of in AS_OF.items():
-            ingest_and_publish(course_seeds / month, as_of, settings)
-        stack.train("2024-01-31")
+    home = tmp_path_factory.mktemp("redis_home")
+    with course_months_stack(home, course_seeds, online_store="redis", redis_url=redis_url, n_estimators=30) as stack:
         yield stack
-    finally:
-        release_embedded(settings)
 
 
 def test_feature_store_yaml_points_feast_at_redis(redis_stack: Stack) -> None:

@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from streamflow.db.engine import get_engine, libpq_url
 from streamflow.monitoring.performance import calibration_bins, realized_metrics, record_realized_performance
 from streamflow.schema import ENTITY, LABEL
-from tests.helpers.api import AUTH, READY_TIMEOUT, ApiProcess, Traffic, api_env, scrape, value, wait_for
+from tests.helpers.api import AUTH, READY_TIMEOUT, ApiProcess, Traffic, api_env, running_api, scrape, value, wait_for
 from tests.helpers.course import COURSE_SEEDS
 
 pytestmark = pytest.mark.integration
@@ -28,29 +27,10 @@ pytestmark = pytest.mark.integration
 ONLINE_AS_OF = "2024-02-29"
 
 
-@pytest.fixture(scope="module")
-def user_ids(course_stack: Any) -> list[str]:
-    with get_engine(course_stack.settings).connect() as conn:
-        return [r[0] for r in conn.execute(sa.text("SELECT user_id FROM users ORDER BY user_id"))]
-
-
-@pytest.fixture(scope="module")
-def production(course_stack: Any) -> Any:
-    from streamflow.training.registry import production_version
-
-    info = production_version(course_stack.settings)
-    assert info is not None
-    return info
-
-
 @pytest.fixture
 def api(course_stack: Any, tmp_path: Path) -> Iterator[ApiProcess]:
-    server = ApiProcess(api_env(course_stack.env()), tmp_path / "api.log")
-    try:
-        server.wait_ready()
+    with running_api(course_stack.env(), tmp_path / "api.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def logged(settings: Any, request_ids: list[str]) -> pd.DataFrame:
