@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     )
     embedded_min_wal_size: str = Field("256MB", description="min_wal_size of the embedded server.")
     embedded_checkpoint_timeout: str = Field("15min", description="checkpoint_timeout of the embedded server.")
+    embedded_wal_level: Literal["minimal", "replica"] = Field(
+        "minimal",
+        description="wal_level of the embedded server. 'minimal' (no replica, no archive: the embedded server has "
+        "neither) lets a table created and filled in one transaction — every snapshot partition, rebuilt live "
+        "table and online-store table — skip the WAL; 'replica' for a server you stream or archive.",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of our key=value logs.")
 

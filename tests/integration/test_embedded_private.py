@@ -56,7 +56,7 @@ def test_password_auth_private_socket_no_tcp(tmp_path: Path) -> None:
             settings_of = dict(
                 conn.execute(
                     "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'password_encryption',"
-                    " 'unix_socket_permissions', 'max_wal_size', 'checkpoint_timeout')"
+                    " 'unix_socket_permissions', 'max_wal_size', 'checkpoint_timeout', 'wal_level', 'max_wal_senders')"
                 ).fetchall()
             )
             hba = conn.execute("SELECT type, database, user_name, auth_method FROM pg_hba_file_rules").fetchall()
@@ -65,6 +65,7 @@ def test_password_auth_private_socket_no_tcp(tmp_path: Path) -> None:
         assert settings_of["unix_socket_permissions"] == "0700"
         assert int(settings_of["max_wal_size"]) == 4096  # MB
         assert settings_of["checkpoint_timeout"] == "900"  # s
+        assert (settings_of["wal_level"], settings_of["max_wal_senders"]) == ("minimal", "0")  # no replica, no archive
         assert hba == [("local", ["all"], ["all"], "scram-sha-256")]
         for bad in (without_password(url), with_password(url, "wrong")):
             with pytest.raises(psycopg.OperationalError, match="password"):

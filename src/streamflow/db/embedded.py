@@ -26,9 +26,12 @@ life cycle and replaces those three parts:
   parent of the home that ``pgserver`` cannot traverse gets ``o+x`` only — never ``o+r``.
 
 Server settings live in ``pgdata/streamflow.conf`` (included from ``postgresql.conf``, rewritten
-at every start from :class:`~streamflow.settings.Settings`): the socket, and a larger WAL budget
+at every start from :class:`~streamflow.settings.Settings`): the socket, a larger WAL budget
 (``max_wal_size`` 4 GB, ``checkpoint_timeout`` 15 min) so bulk loads of a month do not spend their
-time in checkpoints (benchmarks/README.md).
+time in checkpoints, and ``wal_level = minimal`` (``max_wal_senders = 0``): the private server has
+no replica and no archive, and a table created and filled in the same transaction — what the
+ingest and the online-store writer do with every month — is then synced at commit instead of
+written twice (benchmarks/README.md).
 
 A cluster initialised by an older StreamFlow (trust authentication) is upgraded in place at the
 next attach: a password is generated and set, ``pg_hba.conf`` rewritten, the configuration
@@ -245,7 +248,10 @@ def _server_conf(settings: Settings, socket_dir: Path) -> str:
         "min_wal_size": literal(settings.embedded_min_wal_size),
         "checkpoint_timeout": literal(settings.embedded_checkpoint_timeout),
         "checkpoint_completion_target": "0.9",
+        "wal_level": settings.embedded_wal_level,
     }
+    if settings.embedded_wal_level == "minimal":
+        lines["max_wal_senders"] = "0"  # required by wal_level = minimal (nothing streams from this server)
     body = "".join(f"{k} = {v}\n" for k, v in lines.items())
     return "# Written by StreamFlow at every start (streamflow.db.embedded); edit the settings instead.\n" + body
 
