@@ -161,6 +161,22 @@ def ensure_model(model_home: Path) -> str:
     return settings.tracking_uri
 
 
+def publish_model(home: Path, tracking: str) -> str:
+    """Deploy the model home's production version in ``home`` (the API serves deployment records
+    from its own database, verified against the artefacts in MLflow, as `streamflow promote` does)."""
+    from streamflow.settings import Settings
+    from streamflow.training.registry import deployed, production_version, promote
+
+    settings = Settings(home=home, mlflow_tracking_uri=tracking)  # type: ignore[call-arg]
+    info = production_version(settings)
+    if info is None:
+        raise SystemExit(f"no production model in {tracking}")
+    current = deployed(settings)
+    if current is None or current.version != info.version:
+        promote(settings, info.version, "online_bench: the course-size model", allow_older=True)
+    return str(info.version)
+
+
 def sample_user_ids(home: Path, n: int) -> list[str]:
     import psycopg
 
@@ -322,6 +338,7 @@ def main() -> None:
     home = args.home.resolve()
     model_home = (args.model_home or home.parent / "model_home").resolve()
     tracking = ensure_model(model_home)
+    print(f"model: v{publish_model(home, tracking)} deployed in {home}", flush=True)
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     ids = sample_user_ids(home, args.sample)
