@@ -330,7 +330,7 @@ def bootstrap(
             raise FileNotFoundError(f"{seeds / month} not found (expected month_000 and month_001)")
 
     # 2. ingest -------------------------------------------------------------------------
-    header("ingest (validate → COPY → upsert → snapshot, one transaction) + Feast materialize")
+    header("ingest (validate → COPY → snapshot → live tables, one transaction) + Feast materialize")
     for month, as_of in DEMO_MONTHS.items():
         r = ingest_and_publish(seeds / month, as_of, settings)
         console.print(
