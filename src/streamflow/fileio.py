@@ -23,7 +23,7 @@ PRIVATE_MODE = 0o600  # no secret, but below STREAMFLOW_HOME: its user's only
 PUBLIC_MODE = 0o644
 
 
-def atomic_write(path: Path, writer: Callable[[str], None], *, mode: int) -> None:
+def atomic_write(path: Path, writer: Callable[[str], object], *, mode: int) -> None:
     """Have ``writer`` write the temporary file (its path as a string), then put it in place.
 
     For libraries that insist on writing to a filename themselves (e.g. Evidently's

@@ -24,7 +24,6 @@ from streamflow.monitoring.drift import (
     DriftInputError,
     DriftReportError,
     DriftResult,
-    atomic_write,
     compute_target_drift,
     extract_drifted_columns,
     run_drift_report,
@@ -362,17 +361,3 @@ def test_extract_drifted_columns_never_defaults_to_zero() -> None:
     # a preset that also counted churn_label: 1/15 is refused
     with pytest.raises(DriftReportError, match="14 features"):
         extract_drifted_columns({"metrics": [_drifted_columns_metric("metric_name", 1 / 15, 1.0, True)]})
-
-
-def test_atomic_write_keeps_previous_file_on_crash(tmp_path: Path) -> None:
-    target = tmp_path / "drift.json"
-    target.write_text("old", encoding="utf-8")
-
-    def crashing_writer(tmp: str) -> None:
-        Path(tmp).write_text("half-writ", encoding="utf-8")
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        atomic_write(target, crashing_writer)
-    assert target.read_text(encoding="utf-8") == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["drift.json"]

@@ -33,10 +33,9 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -49,6 +48,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from streamflow.errors import InputError, OperationalError
+from streamflow.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
 from streamflow.monitoring.decision import Decision, decide_action, validate_threshold
 from streamflow.schema import (
     CATEGORICAL_FEATURES,
@@ -605,24 +605,6 @@ def _quiet_evidently() -> Iterator[None]:
         yield
 
 
-def atomic_write(path: Path, writer: Callable[[str], object]) -> None:
-    """Have ``writer`` write a temporary file next to ``path``, fsync it, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -736,8 +718,8 @@ def run_drift_report(
             )
         count = sum(f.drifted for f in feature_drifts)  # measured by Evidently + decided above
         share = count / len(FEATURES)
-        atomic_write(html_path, snapshot.save_html)
-        atomic_write(json_path, snapshot.save_json)
+        atomic_write(html_path, snapshot.save_html, mode=PRIVATE_MODE)
+        atomic_write(json_path, snapshot.save_json, mode=PRIVATE_MODE)
 
     result = DriftResult(
         as_of_ref=ref_day,
@@ -775,5 +757,5 @@ def run_drift_report(
         labels_missing=missing_labels,
         sample=sample,
     )
-    write_text_atomic(summary_path, json.dumps(result.summary(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(summary_path, json.dumps(result.summary(), indent=2, allow_nan=False) + "\n", mode=PRIVATE_MODE)
     return result

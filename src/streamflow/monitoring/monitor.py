@@ -42,6 +42,7 @@ import pandas as pd
 from streamflow.dates import parse_as_of
 from streamflow.errors import InputError
 from streamflow.features.dataset import build_point_in_time_dataset, snapshot_dates
+from streamflow.fileio import PRIVATE_MODE, atomic_write_text
 from streamflow.monitoring import decision as decision_lib
 from streamflow.monitoring import drift as drift_lib
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, ModelQuality, push_drift_metrics
@@ -495,7 +496,9 @@ def write_summary(result: drift_lib.DriftResult, summary: dict[str, Any]) -> Non
     """Rewrite ``drift_{ref}_vs_{cur}.summary.json`` with the decision of the policy (atomic)."""
     import json
 
-    drift_lib.write_text_atomic(result.summary_json, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(
+        result.summary_json, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n", mode=PRIVATE_MODE
+    )
 
 
 def publish_drift_metrics(

@@ -30,6 +30,7 @@ from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from streamflow.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
 from streamflow.observability.dashboard import (
     DashboardPanel,
     PanelQuery,
@@ -384,7 +385,7 @@ def _render_panel_png(result: PanelResult, path: Path) -> None:
         ax.legend(fontsize=7, loc="upper left", ncols=2)
         if len(result.series) > MAX_SERIES_PLOTTED:
             ax.set_title(f"{result.title} (first {MAX_SERIES_PLOTTED} of {len(result.series)} series)", loc="left")
-    fig.savefig(path, format="png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), mode=PRIVATE_MODE)
 
 
 def _render_heatmap(ax: Any, series: list[Series]) -> None:
@@ -674,14 +675,7 @@ def generate_monitoring_report(
     )
     md_path = out / f"{REPORT_NAME}.md"
     html_path = out / f"{REPORT_NAME}.html"
-    _write_text(md_path, to_markdown(document, images_href=ASSETS_DIR))
-    _write_text(html_path, to_html(document))
+    atomic_write_text(md_path, to_markdown(document, images_href=ASSETS_DIR), mode=PRIVATE_MODE)
+    atomic_write_text(html_path, to_html(document), mode=PRIVATE_MODE)
     logger.info("event=monitoring_report_written markdown=%s html=%s panels=%d", md_path, html_path, len(panels))
     return md_path
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: a reader never sees a half-written report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

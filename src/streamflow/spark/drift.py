@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamflow.fileio import PRIVATE_MODE, atomic_write_text
 from streamflow.monitoring import drift as drift_lib
 from streamflow.monitoring.decision import decide_action, validate_threshold
 from streamflow.schema import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL
@@ -404,10 +405,12 @@ def _html(result: drift_lib.DriftResult, computation: DriftComputation) -> str:
 def write_reports(result: drift_lib.DriftResult, computation: DriftComputation) -> Path:
     """The report JSON (Evidently's shape), the per-column scores and an HTML table, atomically."""
     result.report_json.parent.mkdir(parents=True, exist_ok=True)
-    drift_lib.write_text_atomic(
-        result.report_json, json.dumps(evidently_snapshot(result, computation), indent=1, allow_nan=False) + "\n"
+    atomic_write_text(
+        result.report_json,
+        json.dumps(evidently_snapshot(result, computation), indent=1, allow_nan=False) + "\n",
+        mode=PRIVATE_MODE,
     )
     path = scores_path(result)
-    drift_lib.write_text_atomic(path, json.dumps(column_scores(computation), indent=1, allow_nan=False) + "\n")
-    drift_lib.write_text_atomic(result.report_html, _html(result, computation))
+    atomic_write_text(path, json.dumps(column_scores(computation), indent=1, allow_nan=False) + "\n", mode=PRIVATE_MODE)
+    atomic_write_text(result.report_html, _html(result, computation), mode=PRIVATE_MODE)
     return path
