@@ -50,7 +50,7 @@ from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
 from streamflow.monitoring import monitor as monitor_mod
 from streamflow.monitoring.drift import DriftInputError
 from streamflow.monthly import ingest_and_publish
-from streamflow.observability.prometheus_client import PrometheusClient
+from streamflow.observability.prometheus_api import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway
 from streamflow.processes import Supervisor
 from streamflow.schema import FEATURES

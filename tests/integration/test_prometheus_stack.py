@@ -36,8 +36,8 @@ import pytest
 import sqlalchemy as sa
 
 from streamflow.db.engine import get_engine
-from streamflow.observability.dashboard import dashboard_panels, panel_queries
-from streamflow.observability.prometheus_client import PrometheusClient
+from streamflow.observability.panels import dashboard_panels, panel_queries
+from streamflow.observability.prometheus_api import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway, stop_local_stack
 from streamflow.observability.report import generate_monitoring_report
 from streamflow.processes import ManagedProcess, StartError, Supervisor, http_ready

@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from streamflow.cli import app
-from streamflow.observability.dashboard import dashboard_panels, panel_queries
 from streamflow.observability.dashboards import (
     DASHBOARD_UID,
     Cell,
@@ -25,6 +24,7 @@ from streamflow.observability.dashboards import (
     streamflow_sections,
     timeseries_panel,
 )
+from streamflow.observability.panels import dashboard_panels, panel_queries
 from tests.helpers.repo import DASHBOARD, REPO, iter_panels
 
 DASHBOARD_REL = DASHBOARD.relative_to(REPO)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamflow.observability.dashboard import (
+from streamflow.observability.panels import (
     DATASOURCE_UID,
     panel_queries,
     render_legend,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.observability.dashboard import dashboard_panels
 from streamflow.observability.document import Table, to_html, to_markdown
+from streamflow.observability.panels import dashboard_panels
 from streamflow.observability.report import (
     ASSETS_DIR,
     AlertRow,

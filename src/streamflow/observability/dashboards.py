@@ -4,7 +4,7 @@ This module is the one definition of the dashboard: every panel, query, unit, th
 mapping. ``services/grafana/provisioning/dashboards/json/streamflow.json`` is its checked-in output,
 loaded by Grafana's file provisioning; regenerate it with ``streamflow dashboards build`` (``--check``
 fails when the file differs, and a unit test asserts that regenerating gives the same file). The
-monitoring report and the tests read the panels from here (:mod:`streamflow.observability.dashboard`),
+monitoring report and the tests read the panels from here (:mod:`streamflow.observability.panels`),
 never by re-parsing the JSON.
 
 The dashboard is a sequence of :class:`Section` s stacked top to bottom. A section with a title gets a

@@ -31,13 +31,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from streamflow.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
-from streamflow.observability.dashboard import (
-    DashboardPanel,
-    PanelQuery,
-    dashboard_panels,
-    render_legend,
-    substitute_template_vars,
-)
 from streamflow.observability.dashboards import DASHBOARD_TITLE, DASHBOARD_UID
 from streamflow.observability.document import (
     Block,
@@ -54,7 +47,14 @@ from streamflow.observability.document import (
     to_html,
     to_markdown,
 )
-from streamflow.observability.prometheus_client import PrometheusClient, PrometheusError
+from streamflow.observability.panels import (
+    DashboardPanel,
+    PanelQuery,
+    dashboard_panels,
+    render_legend,
+    substitute_template_vars,
+)
+from streamflow.observability.prometheus_api import PrometheusClient, PrometheusError
 from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)
