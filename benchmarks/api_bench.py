@@ -11,7 +11,7 @@ Then, one after the other on free 127.0.0.1 ports:
 * ours_nolog — the same with ``STREAMFLOW_PREDICTION_LOG_ENABLED=false``: the log's cost is
   ours vs ours_nolog, measured in the same run.
 
-Both run under the process supervisor (``streamflow.processes``), stopped at the end.
+Both run under the process supervisor (``streamflow.core.processes``), stopped at the end.
 
 Each is measured with wrk (``apt-get install -y wrk``; a Lua script posts random real
 user ids) — sequential (1 connection) and 8 connections — or, without wrk, with a
@@ -40,9 +40,9 @@ from typing import Any
 
 import httpx
 
-from streamflow.dates import DEMO_MONTHS as MONTHS
-from streamflow.fileio import PUBLIC_MODE, atomic_write_text
-from streamflow.processes import ManagedProcess, Program, Supervisor, http_ready
+from streamflow.core.dates import DEMO_MONTHS as MONTHS
+from streamflow.core.fileio import PUBLIC_MODE, atomic_write_text
+from streamflow.core.processes import ManagedProcess, Program, Supervisor, http_ready
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SEEDS = REPO.parent / "shared" / "data" / "streamflow-course" / "seeds"
@@ -57,10 +57,10 @@ def naive_app(home: Path) -> Any:
     import mlflow
     from fastapi import FastAPI
 
+    from streamflow.core.data_model import FEATURES
+    from streamflow.core.settings import Settings
     from streamflow.features.dataset import coerce_feature_dtypes
     from streamflow.features.store import ONLINE_FEATURE_REFS, get_feature_store
-    from streamflow.schema import FEATURES
-    from streamflow.settings import Settings
 
     settings = Settings(home=home)
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -243,10 +243,10 @@ def prepare(home: Path, seeds: Path) -> tuple[Any, list[str], dict[str, float]]:
     from mlflow import MlflowClient
     from sklearn.metrics import roc_auc_score
 
+    from streamflow.app.monthly import ingest_and_publish
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import get_engine
-    from streamflow.monthly import ingest_and_publish
-    from streamflow.onnx_model import OnnxModel
-    from streamflow.settings import Settings
+    from streamflow.model.onnx_model import OnnxModel
     from streamflow.training.train import train_model
 
     settings = Settings(home=home)
@@ -273,9 +273,9 @@ def naive_breakdown(settings: Any, ids: list[str], n: int = 40) -> dict[str, flo
     """Where the naive request's time goes (ms per request, same calls as the naive app)."""
     import mlflow
 
+    from streamflow.core.data_model import FEATURES
     from streamflow.features.dataset import coerce_feature_dtypes
     from streamflow.features.store import ONLINE_FEATURE_REFS, get_feature_store
-    from streamflow.schema import FEATURES
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     store = get_feature_store(settings)
@@ -491,8 +491,8 @@ def main() -> None:
     duration = min(60.0, max(2.0, args.duration))
     repeat = min(5, max(1, args.repeat))
 
+    from streamflow.core.logging_setup import setup_logging
     from streamflow.db.engine import release_embedded
-    from streamflow.logging_setup import setup_logging
 
     setup_logging("WARNING")
     tool = "wrk" if shutil.which("wrk") else "httpx threads"

@@ -140,9 +140,9 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 def ensure_model(model_home: Path) -> str:
     """A production model trained on 7,043 generated users (the course size, the default forest); its tracking URI."""
+    from streamflow.app.monthly import ingest_and_publish
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import release_embedded
-    from streamflow.monthly import ingest_and_publish
-    from streamflow.settings import Settings
     from streamflow.training.registry import production_version
     from streamflow.training.train import train_model
 
@@ -164,7 +164,7 @@ def ensure_model(model_home: Path) -> str:
 def publish_model(home: Path, tracking: str) -> str:
     """Deploy the model home's production version in ``home`` (the API serves deployment records
     from its own database, verified against the artefacts in MLflow, as `streamflow promote` does)."""
-    from streamflow.settings import Settings
+    from streamflow.core.settings import Settings
     from streamflow.training.registry import deployed, production_version, promote
 
     settings = Settings(home=home, mlflow_tracking_uri=tracking)  # type: ignore[call-arg]
@@ -180,8 +180,8 @@ def publish_model(home: Path, tracking: str) -> str:
 def sample_user_ids(home: Path, n: int) -> list[str]:
     import psycopg
 
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import libpq_url
-    from streamflow.settings import Settings
 
     with psycopg.connect(libpq_url(Settings(home=home))) as conn:  # type: ignore[call-arg]
         return [r[0] for r in conn.execute("SELECT user_id FROM users TABLESAMPLE SYSTEM (20) LIMIT %s", (n,))]
@@ -332,7 +332,7 @@ def main() -> None:
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found (apt-get install -y wrk)")
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
 
     setup_logging("WARNING")
     home = args.home.resolve()

@@ -57,8 +57,8 @@ class StepResult:
 
 # ---- child side: one step, in its own process -------------------------------------------------
 def _child_ingest(home: str, month_dir: str, as_of: str) -> dict[str, object]:
+    from streamflow.core.settings import Settings
     from streamflow.ingest.loader import ingest_month
-    from streamflow.settings import Settings
 
     r = ingest_month(Path(month_dir), as_of, Settings(home=Path(home)))  # type: ignore[call-arg]
     return {
@@ -69,8 +69,8 @@ def _child_ingest(home: str, month_dir: str, as_of: str) -> dict[str, object]:
 
 
 def _child_materialize(home: str, _month_dir: str, _as_of: str) -> dict[str, object]:
+    from streamflow.core.settings import Settings
     from streamflow.features.store import materialize_online
-    from streamflow.settings import Settings
 
     r = materialize_online(Settings(home=Path(home)))  # type: ignore[call-arg]
     return {"rows": r.rows, "writer": r.writer, "as_of": str(r.as_of)}
@@ -102,7 +102,7 @@ def _child_serve(home: str, _month_dir: str, _as_of: str) -> dict[str, object]:
 
 
 def _child_train(home: str, _month_dir: str, as_of: str) -> dict[str, object]:
-    from streamflow.settings import Settings
+    from streamflow.core.settings import Settings
     from streamflow.training.train import train_model
 
     settings = Settings(home=Path(home))  # type: ignore[call-arg]
@@ -128,8 +128,8 @@ def _child_train(home: str, _month_dir: str, as_of: str) -> dict[str, object]:
 def _child_monitor(home: str, _month_dir: str, as_of: str) -> dict[str, object]:
     from typing import Any
 
+    from streamflow.core.settings import Settings
     from streamflow.monitoring.monitor import MonitorRequest, run_monitor
-    from streamflow.settings import Settings
 
     settings = Settings(home=Path(home))  # type: ignore[call-arg]
     request = MonitorRequest.build(settings, as_of_ref=MONTHS[0][1], as_of_cur=as_of)
@@ -170,7 +170,7 @@ MONTHS_OF: dict[str, tuple[str, ...]] = {"train": (MONTHS[0][0],), "monitor": (M
 def child_main(stage: str, home: str, month_dir: str, as_of: str) -> None:
     import resource
 
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
 
     setup_logging("WARNING")
     # imports are process start-up, not the stage: load what the stage uses before timing it
@@ -221,8 +221,8 @@ def run_step(ctx: Context, stage: str, month: str, as_of: str) -> StepResult:
 
 
 def one_repeat(seeds: Path, users: int, stages: list[str], keep: Path | None) -> list[StepResult]:
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import libpq_url, release_embedded
-    from streamflow.settings import Settings
 
     with tempfile.TemporaryDirectory(dir=keep) as tmp:
         settings = Settings(home=Path(tmp) / "home")  # type: ignore[call-arg]
@@ -264,7 +264,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; known: {sorted(CHILD)}")
 
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
     from streamflow.seeds.generator import generate_months
 
     setup_logging("WARNING")

@@ -55,8 +55,8 @@ class Timer:
 
 
 def _child(engine: str, home: str, seeds: str) -> dict[str, Any]:
+    from streamflow.core.settings import Settings
     from streamflow.monitoring.monitor import MonitorRequest, run_monitor
-    from streamflow.settings import Settings
 
     settings = Settings(home=Path(home))  # type: ignore[call-arg]
     request = MonitorRequest.build(
@@ -102,7 +102,7 @@ def _child(engine: str, home: str, seeds: str) -> dict[str, Any]:
 
 
 def child_main(engine: str, home: str, seeds: str) -> None:
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
 
     setup_logging("WARNING")
     out = _child(engine, home, seeds)
@@ -167,8 +167,8 @@ def run_engine(engine: str, home: Path, seeds: Path, env: dict[str, str]) -> dic
 def prepare(home: Path, seeds: Path, users: int, train_users: int, drift: str) -> None:
     """Months of ``users`` users (planted drift in month_001) and a production model trained on a
     small earlier month, in ``home``."""
+    from streamflow.core.settings import Settings
     from streamflow.seeds.generator import generate_months, parse_drift_option
-    from streamflow.settings import Settings
     from streamflow.training.train import train_model
 
     if not (seeds / "month_001" / "labels.csv").exists():
@@ -178,7 +178,7 @@ def prepare(home: Path, seeds: Path, users: int, train_users: int, drift: str) -
     settings = Settings(home=home)  # type: ignore[call-arg]
     train_seeds = home.parent / "train_seeds"
     generate_months(train_seeds, months=1, users=train_users, seed=11, start_as_of=TRAIN_AS_OF)
-    from streamflow.monthly import ingest_and_publish
+    from streamflow.app.monthly import ingest_and_publish
 
     ingest_and_publish(train_seeds / "month_000", TRAIN_AS_OF.isoformat(), settings)  # + Feast's registry
     t0 = time.perf_counter()
@@ -201,9 +201,9 @@ def main() -> None:
     if args.child:
         child_main(*args.child)
         return
+    from streamflow.core.logging_setup import setup_logging
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import libpq_url, release_embedded
-    from streamflow.logging_setup import setup_logging
-    from streamflow.settings import Settings
 
     setup_logging("WARNING")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]

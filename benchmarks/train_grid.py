@@ -41,8 +41,8 @@ def month_frame(month_dir: Path) -> object:
     """user_id, the 14 features (canonical dtypes) and churn_label of one month's CSVs."""
     import pandas as pd
 
+    from streamflow.core.data_model import ENTITY, FEATURES, LABEL
     from streamflow.features.dataset import coerce_feature_dtypes
-    from streamflow.schema import ENTITY, FEATURES, LABEL
 
     frame = pd.read_csv(month_dir / "subscriptions.csv", dtype={ENTITY: str})
     for name in ("usage_agg_30d", "payments_agg_90d", "support_agg_90d", "labels"):
@@ -66,8 +66,8 @@ def child(frame_path: str, setting_json: str, split_seeds: str) -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from streamflow.onnx_model import OnnxModel, score_in_batches
-    from streamflow.settings import Settings
+    from streamflow.core.settings import Settings
+    from streamflow.model.onnx_model import OnnxModel, score_in_batches
     from streamflow.training.onnx_export import export_onnx
     from streamflow.training.train import fit_pipeline, forest_size_metrics, split_dataset
 
@@ -142,7 +142,7 @@ def main() -> None:
         child(*args.child)
         return
 
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
 
     setup_logging("WARNING")
     grid = parse_grid(args.grid or DEFAULT_GRID[args.data])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamflow.dates import DEMO_CUR_AS_OF as AS_OF_CUR_DEFAULT
-from streamflow.dates import DEMO_REF_AS_OF as AS_OF_REF_DEFAULT
+from streamflow.core.dates import DEMO_CUR_AS_OF as AS_OF_CUR_DEFAULT
+from streamflow.core.dates import DEMO_REF_AS_OF as AS_OF_REF_DEFAULT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +45,7 @@ def cli_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamflow.cli import app
+    from streamflow.app.cli import app
 
     try:
         app(cli_arguments(parse_args(argv)), prog_name="monitor_flow.py")

@@ -1,3 +1,3 @@
-from streamflow.cli import main
+from streamflow.app.cli import main
 
 main()

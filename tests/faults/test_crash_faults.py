@@ -1,5 +1,5 @@
 """Crashes and races of the monthly data path, through the real CLI: ``kill -9`` at a named
-fault point (the process pauses there, see ``streamflow.faults``), two ingests at once. Each
+fault point (the process pauses there, see ``streamflow.core.faults``), two ingests at once. Each
 case asserts what a user sees (exit codes, messages, ``streamflow status --json``) and what
 is kept (table checksums), and that the next ``streamflow materialize`` heals a stale store."""
 
@@ -79,7 +79,7 @@ def test_kill_between_commit_and_materialization_is_marked_stale_and_healed(fres
 
 def test_flows_heal_a_stale_online_store_by_themselves(fresh_home: FaultHome) -> None:
     """What the Prefect ingest flow and the monthly schedule run first: publish_if_stale."""
-    from streamflow.monthly import publish_if_stale
+    from streamflow.app.monthly import publish_if_stale
 
     fh = fresh_home
     ingest = spawn_cli(_ingest_args(fh, 2), fh.home, fault_pause_at="after_commit", **PAUSE)

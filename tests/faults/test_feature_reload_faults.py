@@ -23,8 +23,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamflow.app.monthly import ingest_and_publish
 from streamflow.db.engine import libpq_url
-from streamflow.monthly import ingest_and_publish
 from streamflow.serving.features import RELOAD_APP_NAME
 from streamflow.training.train import train_model
 from tests.helpers.faults import FaultHome, as_of, cli_env, data_checksums, rows

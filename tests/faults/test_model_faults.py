@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.model_artifacts import CBPE_ARTIFACT, ONNX_ARTIFACT, TRAINED_USERS_ARTIFACT, sha256_hex
+from streamflow.model.artifacts import CBPE_ARTIFACT, ONNX_ARTIFACT, TRAINED_USERS_ARTIFACT, sha256_hex
 from streamflow.seeds.generator import generate_months
 from streamflow.training.registry import (
     configure_mlflow,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from streamflow.dates import DEMO_MONTHS
+from streamflow.core.dates import DEMO_MONTHS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COURSE_SEEDS = Path(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, SOURCE_TABLES
+from streamflow.core.data_model import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, SOURCE_TABLES
 
 # Every source table but users: together they hold the 14 features and the label.
 FEATURE_FILES = tuple(t.file_name for t in SOURCE_TABLES if t.name != "users")

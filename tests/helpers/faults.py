@@ -6,7 +6,7 @@ and a checksum of every table unchanged (or healed).
 Shared helpers, meant for reuse by other fault suites:
 
 * :func:`run_cli` / :func:`spawn_cli` — the CLI in a subprocess with a given home (and, for
-  crash tests, a fault point where it pauses, see ``streamflow.faults``);
+  crash tests, a fault point where it pauses, see ``streamflow.core.faults``);
 * :func:`table_checksums` — md5 over every row of every table in the public schema;
 * :func:`status_json` — ``streamflow status --json`` parsed;
 * :func:`assert_clean_failure` — exit code + needles + no traceback.
@@ -29,12 +29,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streamflow.dates import month_as_of
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import SOURCE_TABLES
+from streamflow.core.dates import month_as_of
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url, release_embedded
-from streamflow.logging_setup import setup_logging
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import SOURCE_TABLES
-from streamflow.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import psycopg
 from mlflow import MlflowClient
 
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url
-from streamflow.deployments import INSERT_SQL, insert_params
-from streamflow.model_artifacts import ONNX_ARTIFACT, sha256_hex
-from streamflow.onnx_layout import LAYOUT_KEY, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
-from streamflow.settings import Settings
+from streamflow.model.artifacts import ONNX_ARTIFACT, sha256_hex
+from streamflow.model.deployments import INSERT_SQL, insert_params
+from streamflow.model.onnx_layout import LAYOUT_KEY, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
 from tests.helpers.api import scrape, value
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def shuffled(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Same rows, labels permuted: a model trained on it has learned nothing (AUC ≈ 0.5)."""
     import numpy as np
 
-    from streamflow.schema import LABEL
+    from streamflow.core.data_model import LABEL
 
     rng = np.random.default_rng(seed)
     return df.assign(**{LABEL: rng.permutation(df[LABEL].to_numpy())})
@@ -132,7 +132,7 @@ def shuffled(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 def set_recorded_sha256(settings: Settings, version: str, path: str, digest: str) -> None:
     """Overwrite the sha256 recorded for ``path`` of ``version`` (run tag and model-version tag):
     what a consistently re-hashed (but otherwise bad) artefact looks like."""
-    from streamflow.model_artifacts import SHA256_TAGS
+    from streamflow.model.artifacts import SHA256_TAGS
 
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     run_id = client.get_model_version(settings.model_name, version).run_id

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from streamflow.core.data_model import ENTITY, FEATURE_VIEWS, FEATURES
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url
-from streamflow.schema import ENTITY, FEATURE_VIEWS, FEATURES
-from streamflow.settings import Settings
 
 
 def latest_snapshot_frame(settings: Settings) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from streamflow.onnx_model import OnnxModel
+from streamflow.model.onnx_model import OnnxModel
 
 
 def max_proba_diff(pipe: object, model: OnnxModel, X: pd.DataFrame) -> float:

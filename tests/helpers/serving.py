@@ -18,12 +18,12 @@ import pandas as pd
 import uvicorn
 from fastapi import FastAPI
 
-from streamflow.schema import ENTITY, FEATURES, LABEL
+from streamflow.core.data_model import ENTITY, FEATURES, LABEL
+from streamflow.core.settings import Settings
 from streamflow.serving.app import create_app
 from streamflow.serving.features import FeatureMirror, FeatureSnapshot, build_snapshot
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.model_holder import LoadedModel, ModelHolder, build_loaded_model
-from streamflow.settings import Settings
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
 from tests.helpers.data import month_frame

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings
 from streamflow.db.engine import release_embedded
-from streamflow.logging_setup import setup_logging
-from streamflow.monthly import ingest_and_publish
-from streamflow.settings import Settings
 from streamflow.training.registry import promote
 from streamflow.training.train import TrainResult, train_model
 from tests.helpers.course import AS_OF

@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from streamflow.core.data_model import ENTITY, FEATURES
 from streamflow.db.engine import get_engine
 from streamflow.features.dataset import coerce_feature_dtypes
-from streamflow.schema import ENTITY, FEATURES
 from streamflow.serving.metrics import METRIC_PREFIXES
 from tests.helpers.api import (
     AUTH,

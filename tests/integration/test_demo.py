@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamflow.processes import pid_alive
+from streamflow.core.processes import pid_alive
 from tests.helpers.private_home import assert_private_home
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamflow.core.data_model import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
 from streamflow.monitoring.decision import Decision, format_decision_line
 from streamflow.monitoring.drift import (
     DriftInputError,
@@ -30,7 +31,6 @@ from streamflow.monitoring.drift import (
     validate_frames,
 )
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, drift_metrics_registry, push_drift_metrics
-from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, FLAG_FEATURES, LABEL, TIMESTAMP
 from tests.helpers.course import COURSE_SEEDS
 
 AS_OF = {"month_000": "2024-01-31", "month_001": "2024-02-29"}

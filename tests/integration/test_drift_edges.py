@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamflow.core.data_model import TIMESTAMP
 from streamflow.monitoring.decision import Decision
 from streamflow.monitoring.drift import UNMEASURED_METHOD, DriftResult, run_drift_report
 from streamflow.monitoring.metrics_push import FEATURE_DRIFT_SCORE, drift_metrics_registry
-from streamflow.schema import TIMESTAMP
 from tests.helpers.data import month_frame
 
 REF, CUR = "2024-01-31", "2024-02-29"
@@ -128,7 +128,7 @@ def test_every_feature_without_values_decides_without_evidently_drift(
     months: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
 ) -> None:
     """The extreme: the current month arrived with no feature values at all: 14/14 drifted, no crash."""
-    from streamflow.schema import FEATURES
+    from streamflow.core.data_model import FEATURES
 
     def blank_all(df: pd.DataFrame) -> pd.DataFrame:
         for feature in FEATURES:

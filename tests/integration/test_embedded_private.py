@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from streamflow.core.settings import Settings
 from streamflow.db.embedded import (
     CONF_FILE,
     SUPERUSER,
@@ -26,7 +27,6 @@ from streamflow.db.embedded import (
     server_account,
 )
 from streamflow.db.engine import attach_embedded, release_embedded
-from streamflow.settings import Settings
 from tests.helpers.repo import REPO
 
 pytestmark = pytest.mark.integration
@@ -179,8 +179,8 @@ NON_ROOT_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import psycopg
     from streamflow.db.engine import attach_embedded, release_embedded
-    from streamflow.home import private_umask
-    from streamflow.settings import Settings
+    from streamflow.core.home import private_umask
+    from streamflow.core.settings import Settings
 
     private_umask()  # as the CLI does
     settings = Settings(home=Path(sys.argv[1]))

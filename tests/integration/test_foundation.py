@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.app.status import system_status
+from streamflow.core.data_model import FEATURE_DTYPES, FEATURES, SNAPSHOT_TABLES, SOURCE_TABLES
 from streamflow.db.engine import get_engine
 from streamflow.features.dataset import EmptySnapshotError, build_point_in_time_dataset
 from streamflow.ingest.validation import ValidationError
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import FEATURE_DTYPES, FEATURES, SNAPSHOT_TABLES, SOURCE_TABLES
-from streamflow.status import system_status
 from streamflow.training.registry import configure_mlflow, production_version
 from tests.helpers.stack import Stack
 

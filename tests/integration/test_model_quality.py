@@ -29,12 +29,15 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from streamflow.cbpe import CBPECalibration
-from streamflow.cli import app
-from streamflow.dates import as_of_timestamp, month_as_of
+from streamflow.app.cli import app
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import FEATURES, LABEL
+from streamflow.core.dates import as_of_timestamp, month_as_of
+from streamflow.core.settings import Settings
 from streamflow.db.engine import get_engine, release_embedded
 from streamflow.features.dataset import MissingLabelsError, build_point_in_time_dataset
-from streamflow.model_artifacts import SHA256_TAGS
+from streamflow.model.artifacts import SHA256_TAGS
+from streamflow.model.cbpe import CBPECalibration
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
 from streamflow.monitoring.performance import (
     load_measurements,
@@ -47,11 +50,8 @@ from streamflow.monitoring.production_model import (
     TRAINED_USERS_ARTIFACT,
     load_production_model,
 )
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
-from streamflow.settings import Settings
 from streamflow.training.artifacts import onnx_probabilities
 from streamflow.training.registry import alias_history, configure_mlflow, list_versions, production_version
 from streamflow.training.train import split_dataset, train_model

@@ -41,22 +41,22 @@ from click.testing import Result
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from streamflow.cli import app
-from streamflow.dates import month_as_of
+from streamflow.app.cli import app
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import FEATURES
+from streamflow.core.dates import month_as_of
+from streamflow.core.processes import Supervisor
+from streamflow.core.settings import Settings
 from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import EmptySnapshotError
 from streamflow.flows.monitor import monitor_month
 from streamflow.flows.schedule import ingest_newest_month, monthly_monitoring
 from streamflow.monitoring import monitor as monitor_mod
 from streamflow.monitoring.drift import DriftInputError
-from streamflow.monthly import ingest_and_publish
 from streamflow.observability.prometheus_api import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway
-from streamflow.processes import Supervisor
-from streamflow.schema import FEATURES
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
-from streamflow.settings import Settings
 from streamflow.training.registry import production_version, promote
 from streamflow.training.train import train_model
 from tests.helpers.stack import Stack, environment_of, make_settings

@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 import redis
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import ENTITY, FEATURE_REFS
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings
 from streamflow.db.engine import release_embedded
 from streamflow.features.store import get_feature_store, materialize_online, repo_config_dict
-from streamflow.logging_setup import setup_logging
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import ENTITY, FEATURE_REFS
 from streamflow.seeds.generator import generate_months
 from streamflow.serving.app import create_app
 from streamflow.serving.features import DirectLookup, FeatureMirror, fetch_redis
-from streamflow.settings import Settings
 from tests.helpers.online import assert_frames_equal, latest_snapshot_frame, values_frame
 from tests.helpers.serving import uvicorn_in_thread
 from tests.helpers.stack import Stack, course_months_stack, make_settings

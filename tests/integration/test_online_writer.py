@@ -14,16 +14,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import ENTITY, FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url, release_embedded
 from streamflow.features.online_state import online_store_state
 from streamflow.features.online_writer import _value_expr, entity_key_expr, online_table
 from streamflow.features.store import get_feature_store, materialize_online
-from streamflow.logging_setup import setup_logging
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import ENTITY, FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.seeds.generator import generate_months
 from streamflow.serving.features import FeatureMirror
-from streamflow.settings import Settings
 from tests.helpers.course import AS_OF
 from tests.helpers.online import assert_frames_equal, latest_snapshot_frame
 from tests.helpers.stack import make_settings

@@ -16,9 +16,9 @@ import pandas as pd
 import psycopg
 import pytest
 
+from streamflow.core.data_model import ENTITY, LABEL
 from streamflow.db.engine import get_engine, libpq_url
 from streamflow.monitoring.performance import calibration_bins, realized_metrics, record_realized_performance
-from streamflow.schema import ENTITY, LABEL
 from tests.helpers.api import AUTH, READY_TIMEOUT, ApiProcess, Traffic, api_env, running_api, scrape, value, wait_for
 from tests.helpers.course import COURSE_SEEDS
 
@@ -177,9 +177,9 @@ def test_prune_drops_whole_old_days_through_the_cli(tmp_path: Path) -> None:
     import json
     from datetime import UTC, datetime, timedelta
 
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import release_embedded
     from streamflow.db.schema import migrate
-    from streamflow.settings import Settings
     from tests.helpers.faults import assert_clean_failure, run_cli, status_json
 
     settings = Settings(home=tmp_path / "home")

@@ -35,14 +35,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from streamflow.app.runtime import API_PROGRAM, api_argv
+from streamflow.core.processes import ManagedProcess, StartError, Supervisor, http_ready
+from streamflow.core.settings import Settings
 from streamflow.db.engine import get_engine
 from streamflow.observability.panels import dashboard_panels, panel_queries
 from streamflow.observability.prometheus_api import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway, stop_local_stack
 from streamflow.observability.report import generate_monitoring_report
-from streamflow.processes import ManagedProcess, StartError, Supervisor, http_ready
-from streamflow.runtime import API_PROGRAM, api_argv
-from streamflow.settings import Settings
 from tests.helpers.stack import Stack as CourseStack
 
 pytestmark = pytest.mark.integration
@@ -205,10 +205,10 @@ def require_binaries() -> None:
 def push_drift(gateway: str) -> None:
     """Push a drifted comparison, with the model-quality and prediction-drift gauges, with the
     project's real pusher (docs/CONTRACTS.md)."""
+    from streamflow.core.data_model import FEATURES
     from streamflow.monitoring.decision import Decision
     from streamflow.monitoring.drift import DriftResult, FeatureDrift, PredictionDrift, TargetDrift
     from streamflow.monitoring.metrics_push import ModelQuality, push_drift_metrics
-    from streamflow.schema import FEATURES
 
     drifts = tuple(
         FeatureDrift(feature=f, method="psi", score=0.05 + 0.02 * i, threshold=0.1, drifted=i % 2 == 0)

@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import LABEL
+from streamflow.core.settings import Settings
 from streamflow.db.engine import release_embedded
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
-from streamflow.monthly import ingest_and_publish
-from streamflow.schema import LABEL
 from streamflow.seeds.generator import generate_months
-from streamflow.settings import Settings
 from streamflow.training.registry import list_versions, production_version, promote
 from streamflow.training.train import split_dataset, train_model
 from tests.helpers.stack import make_settings

@@ -34,6 +34,11 @@ import pandas as pd
 import psycopg
 import pytest
 
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.data_model import ENTITY, FEATURE_REFS, FEATURES, LABEL
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.progress import ProgressEvent
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url, release_embedded
 from streamflow.features.dataset import (
     MissingLabelsError,
@@ -42,17 +47,12 @@ from streamflow.features.dataset import (
     coerce_feature_dtypes,
 )
 from streamflow.features.store import apply_definitions, get_feature_store
-from streamflow.logging_setup import setup_logging
 from streamflow.monitoring import drift as drift_lib
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
-from streamflow.monthly import ingest_and_publish
-from streamflow.progress import ProgressEvent
-from streamflow.schema import ENTITY, FEATURE_REFS, FEATURES, LABEL
 from streamflow.seeds.drift import DriftSpec, NumericDrift
 from streamflow.seeds.generator import generate_months
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.model_holder import ModelHolder
-from streamflow.settings import Settings
 from streamflow.training.registry import configure_mlflow
 from streamflow.training.train import fit_pipeline
 from tests.helpers.course import AS_OF

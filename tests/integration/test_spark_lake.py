@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from streamflow.cli import app
+from streamflow.app.cli import app
+from streamflow.core.settings import Settings
 from streamflow.monitoring.monitor import MonitorRequest
-from streamflow.settings import Settings
 from streamflow.spark import lake
 from streamflow.spark.monitor import SparkInputs, run_spark_monitor
 from tests.helpers.course import AS_OF

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from streamflow.dates import month_as_of
+from streamflow.app.monthly import ingest_and_publish
+from streamflow.core.dates import month_as_of
 from streamflow.db.engine import release_embedded
 from streamflow.monitoring.monitor import MonitorRequest, run_monitor
-from streamflow.monthly import ingest_and_publish
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
 from streamflow.spark.monitor import SparkInputs, run_spark_monitor

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from streamflow.core.data_model import SOURCE_TABLES
 from streamflow.ingest.reader import ReadLimits
 from streamflow.ingest.validation import ValidationError, read_month, validate_month
-from streamflow.schema import SOURCE_TABLES
 from streamflow.seeds.generator import generate_months
 from streamflow.spark.csv_month import LINE, read_csv_month
 

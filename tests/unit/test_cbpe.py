@@ -1,4 +1,4 @@
-"""Label-free performance estimation (``streamflow.cbpe``):
+"""Label-free performance estimation (``streamflow.model.cbpe``):
 
 (a) equal to NannyML 0.13.1's own ``CBPE`` (the ``reference`` extra, installed by
     ``make install``; a missing extra FAILS here, it never skips) on synthetic reference /
@@ -30,7 +30,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from streamflow.cbpe import (
+from streamflow.core.data_model import FEATURES, LABEL
+from streamflow.core.settings import Settings
+from streamflow.model.cbpe import (
     FORMAT,
     METRICS,
     CBPECalibration,
@@ -42,10 +44,8 @@ from streamflow.cbpe import (
     estimate_recall,
     estimate_roc_auc,
 )
-from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds import generator
 from streamflow.seeds.drift import parse_drift_option
-from streamflow.settings import Settings
 from streamflow.training.pipeline import build_pipeline
 from streamflow.training.train import split_dataset
 from tests.helpers.data import month_frame

@@ -10,7 +10,7 @@ import yaml
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from streamflow.cli import app
+from streamflow.app.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()

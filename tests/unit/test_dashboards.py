@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamflow.cli import app
+from streamflow.app.cli import app
 from streamflow.observability.dashboards import (
     DASHBOARD_UID,
     Cell,

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from streamflow.core.settings import Settings
 from streamflow.observability.panels import (
     DATASOURCE_UID,
     panel_queries,
     render_legend,
     substitute_template_vars,
 )
-from streamflow.settings import Settings
 from tests.helpers.repo import COMPOSE, DASHBOARD, DOCKERFILE, ENV_EXAMPLE, GRAFANA, REPO, iter_panels
 
 DS = {"type": "prometheus", "uid": DATASOURCE_UID}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.fileio import PUBLIC_MODE, SECRET_MODE, atomic_write, atomic_write_bytes, atomic_write_text
+from streamflow.core.fileio import PUBLIC_MODE, SECRET_MODE, atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def mode(path: Path) -> int:

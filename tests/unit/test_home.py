@@ -1,4 +1,4 @@
-"""STREAMFLOW_HOME is private (streamflow.home): created 0700, tightened when its owner left it
+"""STREAMFLOW_HOME is private (streamflow.core.home): created 0700, tightened when its owner left it
 open, refused when it is not a private directory of ours; placeholder secrets refused by settings."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamflow.cli import app
-from streamflow.errors import ExitCode
-from streamflow.home import HomeError, ensure_private_home, private_dir
-from streamflow.settings import Settings, SettingsError, get_settings
+from streamflow.app.cli import app
+from streamflow.core.errors import ExitCode
+from streamflow.core.home import HomeError, ensure_private_home, private_dir
+from streamflow.core.settings import Settings, SettingsError, get_settings
 
 
 def mode(path: Path) -> int:
@@ -36,13 +36,13 @@ def test_an_open_home_of_ours_is_tightened_with_a_warning(tmp_path: Path, caplog
     home.mkdir()
     os.chmod(home, 0o755)
     (home / "keep.txt").write_text("data")
-    with caplog.at_level(logging.WARNING, logger="streamflow.home"):
+    with caplog.at_level(logging.WARNING, logger="streamflow.core.home"):
         ensure_private_home(home)
     assert mode(home) == 0o700
     assert (home / "keep.txt").read_text() == "data"  # tightened, not recreated
     assert "event=home_mode_tightened" in caplog.text and "old_mode=0755 new_mode=0700" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="streamflow.home"):
+    with caplog.at_level(logging.WARNING, logger="streamflow.core.home"):
         ensure_private_home(home)  # already private: nothing to say
     assert "home_mode_tightened" not in caplog.text
 

@@ -34,7 +34,7 @@ import typer.main
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from streamflow.settings import Settings
+from streamflow.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "services" / "k8s"
@@ -350,7 +350,7 @@ def test_pdb_selects_exactly_the_api_pods(m: Manifests) -> None:
 @functools.cache
 def cli_commands() -> dict[str, Any]:
     """The commands the Typer app registers (Typer vendors click: duck-typed)."""
-    from streamflow.cli import app
+    from streamflow.app.cli import app
 
     commands: dict[str, Any] = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     assert {"serve", "bootstrap", "monitor"} <= set(commands)
@@ -403,7 +403,7 @@ def test_monitor_cronjob_compares_the_latest_two_months(m: Manifests) -> None:
     env = resolved_env(m, container)
     assert env["PREFECT_API_URL"] == "http://prefect:4200/api"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
-    from streamflow.errors import ExitCode
+    from streamflow.core.errors import ExitCode
 
     (rule,) = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailJob"  # bad input is not retried

@@ -24,7 +24,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from streamflow.cbpe import CBPECalibration, estimate
+from streamflow.core.data_model import FEATURES, LABEL
+from streamflow.core.settings import Settings
+from streamflow.model.cbpe import CBPECalibration, estimate
+from streamflow.model.onnx_model import OnnxModel
 from streamflow.monitoring.decision import Decision
 from streamflow.monitoring.drift import DriftResult, FeatureDrift, PredictionDrift, TargetDrift
 from streamflow.monitoring.metrics_push import (
@@ -48,10 +51,7 @@ from streamflow.monitoring.performance import (
     realized_metrics,
 )
 from streamflow.monitoring.production_model import ScoringModel
-from streamflow.onnx_model import OnnxModel
-from streamflow.schema import FEATURES, LABEL
 from streamflow.seeds import generator
-from streamflow.settings import Settings
 from streamflow.training.artifacts import onnx_probabilities
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline

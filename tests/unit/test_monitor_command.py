@@ -13,13 +13,13 @@ from types import ModuleType
 import pytest
 from typer.testing import CliRunner
 
-from streamflow.cli import app
-from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
-from streamflow.errors import ExitCode
+from streamflow.app.cli import app
+from streamflow.core.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
+from streamflow.core.errors import ExitCode
+from streamflow.core.settings import Settings
 from streamflow.features.dataset import EmptySnapshotError
 from streamflow.monitoring import monitor as m
 from streamflow.monitoring.drift import DriftInputError
-from streamflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ import pytest
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 
+from streamflow.core.settings import Settings
 from streamflow.flows.schedule import (
     DEFAULT_CRON,
     MONITOR_DEPLOYMENT,
@@ -21,7 +22,6 @@ from streamflow.flows.schedule import (
     build_deployments,
     newest_month,
 )
-from streamflow.settings import Settings
 
 
 def cron_of(deployment: RunnerDeployment) -> tuple[CronSchedule, bool]:

@@ -14,6 +14,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from streamflow.core.data_model import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 from streamflow.features.online_codec import (
     CodecError,
     decode_value,
@@ -26,7 +27,6 @@ from streamflow.features.online_codec import (
     user_id_of,
 )
 from streamflow.features.redis_writer import _encoder
-from streamflow.schema import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
 
 IDS = ["7590-VHVEG", "é-1", "日本", "a" * 300, "x", ""]
 INTS = [0, 1, 127, 128, 255, 300, 16383, 16384, 2**21, 2**31, 2**62, 2**63 - 1, -1, -(2**40), -(2**63)]

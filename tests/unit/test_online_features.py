@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 from fastapi.testclient import TestClient
 
-from streamflow.onnx_layout import MISSING_STRING
-from streamflow.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
-from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES
+from streamflow.core.data_model import ENTITY, FEATURE_DTYPES, FEATURES
+from streamflow.model.onnx_layout import MISSING_STRING
+from streamflow.model.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.serving.features import (
     FeatureMirror,
     Materialization,

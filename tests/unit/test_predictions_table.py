@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings
 from streamflow.db.predictions import partition_day, partition_name, prune_predictions
-from streamflow.errors import InputError
-from streamflow.settings import Settings
 
 
 @pytest.mark.parametrize("day", [date(2024, 2, 29), date(1999, 12, 31), date(2026, 1, 1)])

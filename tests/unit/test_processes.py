@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.processes import (
+from streamflow.core.processes import (
     ManagedProcess,
     Program,
     StartError,

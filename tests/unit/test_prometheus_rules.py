@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamflow.core.settings import Settings
 from streamflow.monitoring.metrics_push import (
     LAST_RUN,
     MODEL_AUC_DROP,
@@ -22,7 +23,6 @@ from streamflow.monitoring.metrics_push import (
     MODEL_PERFORMANCE,
 )
 from streamflow.observability.prometheus_config import build_local_config
-from streamflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "services" / "prometheus"
@@ -186,8 +186,8 @@ def test_stop_ignores_foreign_pid(tmp_path: Path) -> None:
     """A PID file pointing at a process that is not our prometheus is never signalled."""
     import os
 
+    from streamflow.core.processes import Supervisor
     from streamflow.observability.prometheus_local import PROMETHEUS
-    from streamflow.processes import Supervisor
 
     settings = Settings(home=tmp_path / "home")
     settings.run_dir.mkdir(parents=True)

@@ -13,8 +13,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from streamflow import schema
-from streamflow.dates import month_as_of, month_dir_name
+from streamflow.core import data_model
+from streamflow.core.dates import month_as_of, month_dir_name
 from streamflow.seeds.generator import (
     DriftSpec,
     NumericDrift,
@@ -29,20 +29,20 @@ CONTRACTS = {"Month-to-month", "One year", "Two year"}
 BOOL_TEXT = {"True", "False"}
 
 
-def read_raw(month_dir: Path, table: schema.SourceTable) -> pd.DataFrame:
+def read_raw(month_dir: Path, table: data_model.SourceTable) -> pd.DataFrame:
     """The CSV exactly as text ('' for empty fields)."""
     return pd.read_csv(month_dir / table.file_name, dtype=str, keep_default_na=False)
 
 
 def merged(month_dir: Path) -> pd.DataFrame:
-    df = pd.read_csv(month_dir / schema.SUBSCRIPTIONS.file_name)
-    for t in (schema.USAGE, schema.PAYMENTS, schema.SUPPORT, schema.LABELS):
+    df = pd.read_csv(month_dir / data_model.SUBSCRIPTIONS.file_name)
+    for t in (data_model.USAGE, data_model.PAYMENTS, data_model.SUPPORT, data_model.LABELS):
         df = df.merge(pd.read_csv(month_dir / t.file_name), on="user_id", validate="one_to_one")
     return df
 
 
 def file_bytes(month_dir: Path) -> dict[str, bytes]:
-    return {t.file_name: (month_dir / t.file_name).read_bytes() for t in schema.SOURCE_TABLES}
+    return {t.file_name: (month_dir / t.file_name).read_bytes() for t in data_model.SOURCE_TABLES}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def _generate(tmp: Path, name: str, drift: DriftSpec | None = None, months: int 
 def test_six_files_with_schema_headers(dirs: list[Path]) -> None:
     assert [d.name for d in dirs] == [month_dir_name(i) for i in range(MONTHS)]
     for d in dirs:
-        assert sorted(p.name for p in d.iterdir()) == sorted(t.file_name for t in schema.SOURCE_TABLES)
-        for t in schema.SOURCE_TABLES:
+        assert sorted(p.name for p in d.iterdir()) == sorted(t.file_name for t in data_model.SOURCE_TABLES)
+        for t in data_model.SOURCE_TABLES:
             raw = (d / t.file_name).read_bytes()
             assert raw.split(b"\n", 1)[0].decode() == ",".join(t.column_names)
             assert raw.endswith(b"\n") and b"\r" not in raw and b'"' not in raw
@@ -70,7 +70,7 @@ def test_six_files_with_schema_headers(dirs: list[Path]) -> None:
 
 def test_value_domains(dirs: list[Path]) -> None:
     for d in dirs:
-        users = read_raw(d, schema.USERS)
+        users = read_raw(d, data_model.USERS)
         assert users["user_id"].str.fullmatch(r"\d{4}-[A-Z]{5}").all()
         assert users["user_id"].is_unique
         assert set(users["user_gender"]) == {"Male", "Female"}
@@ -79,7 +79,7 @@ def test_value_domains(dirs: list[Path]) -> None:
         signup = pd.to_datetime(users["signup_date"], format="%Y-%m-%d")
         assert (signup <= pd.Timestamp(month_as_of(date(2024, 1, 31), 0))).all()
 
-        subs = read_raw(d, schema.SUBSCRIPTIONS)
+        subs = read_raw(d, data_model.SUBSCRIPTIONS)
         assert set(subs["net_service"]) == NET
         assert set(subs["contract_type"]) == CONTRACTS
         assert set(subs["paperless_billing"]) == BOOL_TEXT
@@ -91,10 +91,10 @@ def test_value_domains(dirs: list[Path]) -> None:
         assert fee.between(18.25, 118.75).all()
         assert np.allclose(fee * 20, np.round(fee * 20))  # multiples of 0.05 like the course data
 
-        labels = read_raw(d, schema.LABELS)
+        labels = read_raw(d, data_model.LABELS)
         assert set(labels["churn_label"]) == BOOL_TEXT
 
-        for t in schema.SOURCE_TABLES:
+        for t in data_model.SOURCE_TABLES:
             raw = read_raw(d, t)
             for col in t.columns:
                 if not col.nullable:
@@ -108,9 +108,9 @@ def test_value_domains(dirs: list[Path]) -> None:
 
 
 def test_float_and_bool_text_like_course(dirs: list[Path]) -> None:
-    support = read_raw(dirs[0], schema.SUPPORT)
+    support = read_raw(dirs[0], data_model.SUPPORT)
     assert support["ticket_avg_resolution_hrs_90d"].str.fullmatch(r"\d+\.\d").all()  # e.g. "16.0"
-    subs = read_raw(dirs[0], schema.SUBSCRIPTIONS)
+    subs = read_raw(dirs[0], data_model.SUBSCRIPTIONS)
     new = subs["months_active"] == "0"
     assert (subs.loc[new, "total_paid"] == "0.0").all()
 
@@ -153,7 +153,7 @@ def test_month_independent_of_month_count(dirs: list[Path], tmp_path: Path) -> N
 
 def test_users_stable_and_months_advance(dirs: list[Path]) -> None:
     frames = [merged(d) for d in dirs]
-    users = [read_raw(d, schema.USERS) for d in dirs]
+    users = [read_raw(d, data_model.USERS) for d in dirs]
     for t in range(1, MONTHS):
         assert users[t].equals(users[0])  # users.csv is static
         prev, cur = frames[t - 1], frames[t]
@@ -187,11 +187,11 @@ def test_random_forest_learns_churn() -> None:
     df = frames["subscriptions"]
     for name in ("usage_agg_30d", "payments_agg_90d", "support_agg_90d", "labels"):
         df = df.merge(frames[name], on="user_id")
-    x = df[schema.FEATURES].copy()
-    for c in schema.FLAG_FEATURES:
+    x = df[data_model.FEATURES].copy()
+    for c in data_model.FLAG_FEATURES:
         x[c] = x[c].map({True: 1.0, False: 0.0}).fillna(-1.0)
-    x = pd.get_dummies(x, columns=schema.CATEGORICAL_FEATURES, dtype=float)
-    y = df[schema.LABEL].astype(int)
+    x = pd.get_dummies(x, columns=data_model.CATEGORICAL_FEATURES, dtype=float)
+    y = df[data_model.LABEL].astype(int)
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
     rf = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=0, n_jobs=-1).fit(x_tr, y_tr)
     auc = roc_auc_score(y_va, rf.predict_proba(x_va)[:, 1])
@@ -204,7 +204,7 @@ def test_random_forest_learns_churn() -> None:
 def _columns_equal(a: Path, b: Path, skip: set[str]) -> list[str]:
     """Names of the (table.column)s that differ between two month dirs, ignoring `skip`."""
     diff = []
-    for t in schema.SOURCE_TABLES:
+    for t in data_model.SOURCE_TABLES:
         ra, rb = read_raw(a, t), read_raw(b, t)
         diff += [f"{t.name}.{c}" for c in t.column_names if c not in skip and not ra[c].equals(rb[c])]
     return diff
@@ -238,8 +238,8 @@ def test_categorical_drift_hits_target_shares(dirs: list[Path], tmp_path: Path) 
         "subscriptions.contract_type",
         "subscriptions.net_service",
     ]
-    raw = read_raw(drifted[1], schema.SUBSCRIPTIONS)
-    raw_base = read_raw(dirs[1], schema.SUBSCRIPTIONS)
+    raw = read_raw(drifted[1], data_model.SUBSCRIPTIONS)
+    raw_base = read_raw(dirs[1], data_model.SUBSCRIPTIONS)
     no_net = raw["net_service"] == "No"
     kept = no_net == (raw_base["net_service"] == "No")
     for c in ("plan_stream_tv", "plan_stream_movies"):
@@ -261,8 +261,8 @@ def test_concept_drift_changes_labels_only(dirs: list[Path], tmp_path: Path) -> 
     drifted = _generate(tmp_path, "concept", parse_drift_option("concept=contract_type:Month-to-month@1"))
     assert file_bytes(drifted[0]) == file_bytes(dirs[0])
     assert _columns_equal(dirs[1], drifted[1], skip=set()) == ["labels.churn_label"]
-    for table in schema.SOURCE_TABLES:
-        if table is not schema.LABELS:
+    for table in data_model.SOURCE_TABLES:
+        if table is not data_model.LABELS:
             assert (drifted[1] / table.file_name).read_bytes() == (dirs[1] / table.file_name).read_bytes()
     base, new = merged(dirs[1]), merged(drifted[1])
     assert 0.22 <= new["churn_label"].mean() <= 0.30  # the churn rate is kept

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamflow.schema import ENTITY, FEATURES
+from streamflow.core.data_model import ENTITY, FEATURES
 from streamflow.serving.metrics import LATENCY_BUCKETS, PROBABILITY_BUCKETS
 from streamflow.serving.model_holder import ModelHolder
 from tests.helpers.serving import VERSION, Served, make_app
@@ -387,7 +387,7 @@ def test_redoc_is_not_served(client: TestClient) -> None:
 
 
 def test_features_used_model_is_derived_from_the_schema() -> None:
-    from streamflow.schema import FEATURE_DTYPES
+    from streamflow.core.data_model import FEATURE_DTYPES
     from streamflow.serving.schemas import EXAMPLE_FEATURES, FeaturesUsed
 
     assert list(FeaturesUsed.model_fields) == FEATURES

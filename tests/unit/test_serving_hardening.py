@@ -21,8 +21,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamflow.core.settings import Settings, settings_json
 from streamflow.serving.prediction_log import PredictionLog, RequestIds
-from streamflow.settings import Settings, settings_json
 from tests.helpers.serving import ONLINE_AS_OF, VERSION, Served, make_app, served_settings, uvicorn_in_thread
 
 TOKEN = "unit-test-admin-token-0123456789"

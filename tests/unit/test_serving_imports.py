@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 TRAINING_STACK = ("sklearn", "skl2onnx", "onnx", "evidently", "prefect", "matplotlib", "streamflow.training")
-NEVER_IN_THE_API = (*TRAINING_STACK, "mlflow", "scipy", "streamflow.registry_client", "streamflow.monitoring")
+NEVER_IN_THE_API = (*TRAINING_STACK, "mlflow", "scipy", "streamflow.model.registry_client", "streamflow.monitoring")
 
 
 def test_serving_does_not_import_the_training_stack(served: Any, tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_serving_does_not_import_the_training_stack(served: Any, tmp_path: Path)
         from streamflow.serving.server import run_server
         from streamflow.serving.app import create_app
         from streamflow.serving.model_holder import build_loaded_model
-        from streamflow.settings import Settings
+        from streamflow.core.settings import Settings
 
         app = create_app(Settings(home={str(tmp_path / "home")!r}), start_background=False)
         model = build_loaded_model(

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamflow.loadgen import LoadTargetError, check_target, run_load
-from streamflow.settings import Settings
+from streamflow.app.loadgen import LoadTargetError, check_target, run_load
+from streamflow.core.settings import Settings
 from tests.helpers.serving import Served, free_port, make_app, uvicorn_in_thread
 
 

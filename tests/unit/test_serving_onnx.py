@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamflow.onnx_layout import NUMERIC_INPUT, STRING_INPUT
-from streamflow.onnx_model import OnnxModel
-from streamflow.schema import FEATURES, FLAG_FEATURES, LABEL
-from streamflow.settings import Settings
+from streamflow.core.data_model import FEATURES, FLAG_FEATURES, LABEL
+from streamflow.core.settings import Settings
+from streamflow.model.onnx_layout import NUMERIC_INPUT, STRING_INPUT
+from streamflow.model.onnx_model import OnnxModel
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
 from tests.helpers.data import month_frame

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.settings import Settings
+from streamflow.core.settings import Settings
 
 
 def test_defaults_live_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamflow.cbpe import CBPECalibration, estimate
+from streamflow.core.data_model import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL, TIMESTAMP
+from streamflow.model.cbpe import CBPECalibration, estimate
 from streamflow.monitoring.drift import DriftResult, run_drift_report
 from streamflow.monitoring.performance import calibration_bins, estimated_metrics, realized_metrics
-from streamflow.schema import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL, TIMESTAMP
 from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
 from streamflow.spark import stats

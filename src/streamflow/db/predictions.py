@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from streamflow.errors import InputError, OperationalError
-from streamflow.settings import Settings
+from streamflow.core.errors import InputError, OperationalError
+from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

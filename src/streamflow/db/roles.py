@@ -30,9 +30,9 @@ import logging
 import sqlalchemy as sa
 from psycopg import sql
 
+from streamflow.core.data_model import FEATURE_VIEWS
+from streamflow.core.settings import Settings
 from streamflow.db.engine import feast_libpq_url, get_engine, libpq_url, split_url
-from streamflow.schema import FEATURE_VIEWS
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from streamflow.dates import as_of_timestamp, parse_as_of
-from streamflow.db.engine import get_engine
-from streamflow.errors import InputError
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import (
+from streamflow.core.data_model import (
     CATEGORICAL_FEATURES,
     ENTITY,
     FEATURE_DTYPES,
@@ -42,7 +38,11 @@ from streamflow.schema import (
     LABEL,
     TIMESTAMP,
 )
-from streamflow.settings import Settings
+from streamflow.core.dates import as_of_timestamp, parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
+from streamflow.db.engine import get_engine
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -369,9 +369,9 @@ def build_point_in_time_dataset_feast(
     as_of: str | date, settings: Settings, with_labels: bool = True, *, require_labels: bool = True
 ) -> pd.DataFrame:
     """The same frame through Feast's offline retrieval (``get_historical_features``)."""
+    from streamflow.core.data_model import FEATURE_REFS
     from streamflow.db.roles import grant_feature_store_reads
     from streamflow.features.store import get_feature_store
-    from streamflow.schema import FEATURE_REFS
 
     as_of_d = parse_as_of(as_of)
     ts = as_of_timestamp(as_of_d)

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url
-from streamflow.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ from datetime import UTC, date
 import psycopg
 from psycopg import sql
 
+from streamflow.core.data_model import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES, SOURCE_TABLES
+from streamflow.core.errors import OperationalError
+from streamflow.core.faults import fault_point
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url
-from streamflow.errors import OperationalError
-from streamflow.faults import fault_point
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import ENTITY, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES, SOURCE_TABLES
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

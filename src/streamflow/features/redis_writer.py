@@ -28,6 +28,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from streamflow.core.data_model import ENTITY, FEATURE_VIEWS
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url
 from streamflow.features.online_codec import (
     encode_value,
@@ -38,9 +41,6 @@ from streamflow.features.online_codec import (
     timestamp_proto,
 )
 from streamflow.features.online_writer import APP_NAME, MATERIALIZE_LOCK_KEY, MaterializeError, _lock, _source_for
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import ENTITY, FEATURE_VIEWS
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

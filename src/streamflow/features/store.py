@@ -23,14 +23,14 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
 from feast.types import Bool, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
 
+from streamflow.core.data_model import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
+from streamflow.core.fileio import SECRET_MODE, atomic_write_text
+from streamflow.core.home import ensure_private_home, private_dir
+from streamflow.core.progress import ProgressCallback, no_progress
+from streamflow.core.settings import Settings
+from streamflow.core.thirdparty import after_feast_import
 from streamflow.db.engine import feast_pg_params, feast_sqlalchemy_url, get_engine
 from streamflow.db.schema import migrate
-from streamflow.fileio import SECRET_MODE, atomic_write_text
-from streamflow.home import ensure_private_home, private_dir
-from streamflow.progress import ProgressCallback, no_progress
-from streamflow.schema import FEATURE_REFS, FEATURE_VIEWS, FLAG_FEATURES, FLOAT_FEATURES, INT_FEATURES
-from streamflow.settings import Settings
-from streamflow.thirdparty import after_feast_import
 
 after_feast_import()  # Feast's import re-enables every library's deprecation warnings: undo it
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
-from streamflow.errors import OperationalError
+from streamflow.core.errors import OperationalError
+from streamflow.core.progress import ProgressCallback, no_progress
+from streamflow.core.settings import Settings
 from streamflow.monitoring.monitor import MonitorRequest, progress_to, run_monitor
-from streamflow.progress import ProgressCallback, no_progress
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

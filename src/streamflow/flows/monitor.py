@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
-from streamflow.errors import InputError
+from streamflow.core.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
+from streamflow.core.errors import InputError
+from streamflow.core.settings import get_settings
 from streamflow.monitoring.monitor import MonitorInputError, MonitorRequest, run_monitor
-from streamflow.settings import get_settings
 
 T = TypeVar("T")
 

@@ -30,12 +30,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
-from streamflow.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of
-from streamflow.errors import InputError
+from streamflow.app.monthly import ingest_and_publish, publish_if_stale
+from streamflow.core.dates import DEMO_REF_AS_OF, month_as_of, parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings, get_settings
 from streamflow.features.dataset import snapshot_dates
 from streamflow.flows.monitor import emit_line, monitor_month
-from streamflow.monthly import ingest_and_publish, publish_if_stale
-from streamflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment

@@ -3,7 +3,7 @@ ingest lock — COPY the validated, typed columns into staging tables, write the
 (newer months win) and stamp every snapshot for ``as_of``.
 
 Publishing the month to the online store is not done here (ingest does not depend on the
-feature store): see ``streamflow.monthly.ingest_and_publish``."""
+feature store): see ``streamflow.app.monthly.ingest_and_publish``."""
 
 from __future__ import annotations
 
@@ -23,16 +23,16 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg import sql
 
-from streamflow.dates import as_of_timestamp, parse_as_of
+from streamflow.core.data_model import SOURCE_TABLES, SourceTable
+from streamflow.core.dates import as_of_timestamp, parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.faults import fault_point
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
 from streamflow.db.engine import get_engine, libpq_url
 from streamflow.db.schema import migrate
-from streamflow.errors import InputError
-from streamflow.faults import fault_point
 from streamflow.ingest.reader import ParsedFile
 from streamflow.ingest.validation import ValidationError, limits_from, read_month, validate_month
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import SOURCE_TABLES, SourceTable
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ def ingest_month(
 
     Raises ValidationError (bad input), IngestLockTimeout (another ingest held the lock too
     long) or IngestError (the database refused the data): nothing is written in any of them.
-    Does not touch the online store: ``streamflow.monthly.ingest_and_publish`` does both."""
+    Does not touch the online store: ``streamflow.app.monthly.ingest_and_publish`` does both."""
     emit = progress or no_progress
     as_of_d = parse_as_of(as_of)
     month_dir = Path(month_dir)

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streamflow.errors import InputError
+from streamflow.core.data_model import SOURCE_TABLES, USERS, Column, SourceTable
+from streamflow.core.errors import InputError
 from streamflow.ingest.reader import ParsedFile, ReadLimits, read_csv_file
-from streamflow.schema import SOURCE_TABLES, USERS, Column, SourceTable
 
 TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y"})
 FALSE_WORDS = frozenset({"false", "f", "0", "no", "n"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from streamflow.errors import InputError
+from streamflow.core.errors import InputError
 
 
 class DecisionInputError(InputError, ValueError):

@@ -47,10 +47,7 @@ import numpy.typing as npt
 import pandas as pd
 from pandas.api import types as ptypes
 
-from streamflow.errors import InputError, OperationalError
-from streamflow.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
-from streamflow.monitoring.decision import Decision, decide_action, validate_threshold
-from streamflow.schema import (
+from streamflow.core.data_model import (
     CATEGORICAL_FEATURES,
     ENTITY,
     FEATURE_DTYPES,
@@ -60,6 +57,9 @@ from streamflow.schema import (
     NUMERIC_FEATURES,
     TIMESTAMP,
 )
+from streamflow.core.errors import InputError, OperationalError
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
+from streamflow.monitoring.decision import Decision, decide_action, validate_threshold
 
 log = logging.getLogger(__name__)
 

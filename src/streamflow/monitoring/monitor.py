@@ -39,10 +39,13 @@ from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
-from streamflow.dates import parse_as_of
-from streamflow.errors import InputError
+from streamflow.core.data_model import ENTITY, LABEL
+from streamflow.core.dates import parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
 from streamflow.features.dataset import build_point_in_time_dataset, snapshot_dates
-from streamflow.fileio import PRIVATE_MODE, atomic_write_text
 from streamflow.monitoring import decision as decision_lib
 from streamflow.monitoring import drift as drift_lib
 from streamflow.monitoring.metrics_push import JOB, METRIC_NAMES, ModelQuality, push_drift_metrics
@@ -54,9 +57,6 @@ from streamflow.monitoring.performance import (
 )
 from streamflow.monitoring.production_model import ModelArtifactError, ScoringModel, load_production_model
 from streamflow.monitoring.retrain import retrain_and_maybe_promote
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import ENTITY, LABEL
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -603,7 +603,7 @@ def run_monitor(
     ``reasons``, ``performance``, ``prediction_drift``, ``sample``) plus ``metrics_push``,
     ``retrain`` (the comparison, or None) and ``decision_line``. ``progress`` (default: the
     listener set by :func:`progress_to`) receives the rows of the long steps. Raises
-    :class:`InputError` subclasses for bad input, :class:`~streamflow.errors.OperationalError`
+    :class:`InputError` subclasses for bad input, :class:`~streamflow.core.errors.OperationalError`
     subclasses when a report or retraining fails."""
     ref, cur = request.as_of_ref, request.as_of_cur
     on_progress = progress or PROGRESS.get()

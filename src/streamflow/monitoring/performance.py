@@ -32,12 +32,12 @@ import numpy.typing as npt
 import pandas as pd
 import sqlalchemy as sa
 
-from streamflow.cbpe import DEFAULT_THRESHOLD, METRICS, CBPECalibration, estimate
-from streamflow.dates import as_of_timestamp, parse_as_of
-from streamflow.errors import InputError
+from streamflow.core.data_model import ENTITY, LABEL
+from streamflow.core.dates import as_of_timestamp, parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings
+from streamflow.model.cbpe import DEFAULT_THRESHOLD, METRICS, CBPECalibration, estimate
 from streamflow.monitoring.production_model import ScoringModel, load_model_version, production_model_version
-from streamflow.schema import ENTITY, LABEL
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

@@ -3,10 +3,10 @@ scikit-learn model), its validation AUC, its CBPE calibration and the users it w
 (the last two written at training time by ``streamflow.training.artifacts``).
 
 MLflow artefacts of a training run that this module reads (``docs/CONTRACTS.md``;
-paths and hash tags in ``streamflow.model_artifacts``):
+paths and hash tags in ``streamflow.model.artifacts``):
 
 * ``onnx/model.onnx`` — the compiled pipeline (written by training);
-* ``cbpe/calibration.json`` — :class:`~streamflow.cbpe.CBPECalibration` fitted on the
+* ``cbpe/calibration.json`` — :class:`~streamflow.model.cbpe.CBPECalibration` fitted on the
   validation split's probabilities **of the ONNX model** (what is served and what the monitor
   scores with; they agree with the scikit-learn pipeline within 1e-5);
 * ``cbpe/trained_user_ids.txt.gz`` — the user ids of the training rows, one per line. A random
@@ -18,7 +18,7 @@ paths and hash tags in ``streamflow.model_artifacts``):
 Every artefact is verified before use: its bytes must hash to the sha256 training recorded (run
 tag = model-version tag), and for the deployed version also to the hashes of its deployment record
 (PostgreSQL, written when it was promoted). A mismatch, a missing hash or a recorded artefact that
-is gone raises :class:`~streamflow.model_artifacts.ArtifactIntegrityError` (an OperationalError:
+is gone raises :class:`~streamflow.model.artifacts.ArtifactIntegrityError` (an OperationalError:
 the monitor stops with one line, exit 1 — it never scores with tampered bytes).
 
 "Production" here is the **deployed** version (``model_deployments``, what the API serves), not
@@ -43,16 +43,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streamflow.cbpe import CBPECalibration
-from streamflow.model_artifacts import (
+from streamflow.core.progress import ProgressCallback, no_progress
+from streamflow.core.settings import Settings
+from streamflow.model.artifacts import (
     CBPE_ARTIFACT,
     ONNX_ARTIFACT,
     TRAINED_USERS_ARTIFACT,
     ArtifactIntegrityError,
 )
-from streamflow.onnx_model import OnnxModel, score_in_batches
-from streamflow.progress import ProgressCallback, no_progress
-from streamflow.settings import Settings
+from streamflow.model.cbpe import CBPECalibration
+from streamflow.model.onnx_model import OnnxModel, score_in_batches
 from streamflow.training.registry import (
     ModelArtifactError,
     UnknownModelVersionError,

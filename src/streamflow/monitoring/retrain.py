@@ -32,12 +32,12 @@ from typing import Any
 
 import pandas as pd
 
-from streamflow.dates import parse_as_of
-from streamflow.errors import InputError, OperationalError
-from streamflow.faults import fault_point
+from streamflow.core.dates import parse_as_of
+from streamflow.core.errors import InputError, OperationalError
+from streamflow.core.faults import fault_point
+from streamflow.core.settings import Settings
 from streamflow.features.dataset import build_point_in_time_dataset
 from streamflow.monitoring.production_model import ScoringModel, load_model_version
-from streamflow.settings import Settings
 from streamflow.training.registry import OlderModelError, PromotionConflict, configure_mlflow, deployed, promote
 from streamflow.training.train import evaluate, train_model
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from streamflow.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.core.processes import local_address
+from streamflow.core.settings import Settings
 from streamflow.observability.repo_files import rules_dir, shipped_config_path
-from streamflow.processes import local_address
-from streamflow.settings import Settings
 
 
 def build_local_config(

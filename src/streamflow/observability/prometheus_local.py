@@ -3,7 +3,7 @@
 :func:`start_prometheus` / :func:`start_pushgateway` launch the Debian/upstream binaries found on
 ``PATH``, bound to 127.0.0.1, with their state under ``settings.home``; they wait for
 ``/-/ready`` and return the running instance when already started (see
-:class:`streamflow.processes.Supervisor`). Prometheus runs *without* ``--web.enable-lifecycle``:
+:class:`streamflow.core.processes.Supervisor`). Prometheus runs *without* ``--web.enable-lifecycle``:
 nothing on the machine can stop or reload it over HTTP. :func:`stop_local_stack` (used by
 ``streamflow down``) stops exactly those processes of this home.
 """
@@ -15,9 +15,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamflow.core.processes import ManagedProcess, Program, Supervisor, http_ready
+from streamflow.core.settings import Settings
 from streamflow.observability.prometheus_config import default_config_path, render_local_config
-from streamflow.processes import ManagedProcess, Program, Supervisor, http_ready
-from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)
 

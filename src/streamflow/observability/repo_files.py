@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamflow.settings import Settings
+from streamflow.core.settings import Settings
 
 SHIPPED_CONFIG = Path("services/prometheus/prometheus.yml")
 RULES_DIR = Path("services/prometheus/rules")

@@ -30,7 +30,8 @@ from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from streamflow.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write, atomic_write_text
+from streamflow.core.settings import Settings
 from streamflow.observability.dashboards import DASHBOARD_TITLE, DASHBOARD_UID
 from streamflow.observability.document import (
     Block,
@@ -55,7 +56,6 @@ from streamflow.observability.panels import (
     substitute_template_vars,
 )
 from streamflow.observability.prometheus_api import PrometheusClient, PrometheusError
-from streamflow.settings import Settings
 
 logger = logging.getLogger(__name__)
 

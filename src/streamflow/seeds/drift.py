@@ -42,8 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from streamflow.errors import InputError
-from streamflow.schema import NUMERIC_FEATURES
+from streamflow.core.data_model import NUMERIC_FEATURES
+from streamflow.core.errors import InputError
 from streamflow.seeds.calibration import CONTRACT_TYPES, NET_SERVICES
 
 # months_active is not drawn (it grows by one each month): every other numeric feature can drift.

@@ -1,4 +1,4 @@
-"""Synthetic monthly seed data in the course format (six CSVs per month, see ``schema.py``).
+"""Synthetic monthly seed data in the course format (six CSVs per month, see ``data_model.py``).
 
 ``generate_months`` writes ``out_dir/month_000``, ``month_001``, … for a fixed population
 of users: ids, demographics and subscriptions are drawn once; every month
@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from streamflow import schema
-from streamflow.dates import COURSE_START_AS_OF, month_as_of, month_dir_name
+from streamflow.core import data_model
+from streamflow.core.dates import COURSE_START_AS_OF, month_as_of, month_dir_name
 from streamflow.seeds import calibration as cal
 from streamflow.seeds.drift import (
     CATEGORICAL_DRIFT_COLUMNS,
@@ -464,10 +464,11 @@ def _month(pop: _Population, seed: int, month: int, as_of: date, drift: DriftSpe
         },
         "labels": {"user_id": uid, "churn_label": churn},
     }
-    for table in (schema.USAGE, schema.PAYMENTS, schema.SUPPORT):
+    for table in (data_model.USAGE, data_model.PAYMENTS, data_model.SUPPORT):
         cols[table.name] = {"user_id": uid, **{c: feats[c] for c in table.column_names[1:]}}
     tables = {
-        t.name: pa.table([cols[t.name][c] for c in t.column_names], names=t.column_names) for t in schema.SOURCE_TABLES
+        t.name: pa.table([cols[t.name][c] for c in t.column_names], names=t.column_names)
+        for t in data_model.SOURCE_TABLES
     }
     return MonthData(index=month, as_of=as_of, tables=tables)
 
@@ -534,7 +535,7 @@ def generate_months(
     for data in iter_months(months, users, seed, drift, start_as_of):
         month_dir = out_dir / month_dir_name(data.index)
         month_dir.mkdir(parents=True, exist_ok=True)
-        for table in schema.SOURCE_TABLES:
+        for table in data_model.SOURCE_TABLES:
             write_csv(data.tables[table.name], month_dir / table.file_name)
         churn = pc.mean(pc.cast(data.tables["labels"]["churn_label"], pa.float64())).as_py()
         drifted = " (drifted)" if drift is not None and drift.applies(data.index) else ""

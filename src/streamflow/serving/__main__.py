@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from streamflow.core.settings import get_settings
 from streamflow.serving.server import run_server
-from streamflow.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
+from streamflow.core.settings import Settings
 from streamflow.serving.asgi import MetricsMiddleware, accelerate
 from streamflow.serving.features import OnlineFeatures, online_features
 from streamflow.serving.limits import ShedMiddleware
@@ -37,7 +38,6 @@ from streamflow.serving.model_holder import ModelHolder
 from streamflow.serving.prediction_log import PredictionLog
 from streamflow.serving.routes import admin, ops, predict
 from streamflow.serving.service import PredictionService
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -42,13 +42,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from streamflow.core.data_model import ENTITY, FEATURE_VIEWS, FEATURES
+from streamflow.core.settings import Settings, settings_json
 from streamflow.features.online_codec import decode_value, entity_key, feature_kind, redis_fields, redis_key
-from streamflow.onnx_layout import MISSING_STRING
-from streamflow.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
-from streamflow.schema import ENTITY, FEATURE_VIEWS, FEATURES
+from streamflow.model.onnx_layout import MISSING_STRING
+from streamflow.model.onnx_model import MIRROR_NUMERIC, MIRROR_STRINGS
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.poller import PeriodicTask
-from streamflow.settings import Settings, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ def read_bulk_postgres(
     bytes. Stops at the fault point ``during_feature_reload`` (tests) with a connection open."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from streamflow.faults import fault_point
+    from streamflow.core.faults import fault_point
 
     def read(view: str) -> _ViewColumns:
         with connect_for_reload(conninfo, settings, gentle) as conn:
@@ -987,7 +987,7 @@ class FeatureMirror(OnlineFeatures):
 
     def _remove_stale_dirs(self) -> None:
         """Files left by API processes that died without cleaning up."""
-        from streamflow.processes import pid_alive
+        from streamflow.core.processes import pid_alive
 
         with contextlib.suppress(OSError):
             for d in self._features_dir().iterdir():

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from streamflow.core.settings import Settings
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.settings import Settings
 
 SHED_KEY = "streamflow.shed"  # scope key: which limit shed this request ("client" / "server")
 NEVER_SHED = frozenset({"/health", "/ready", "/metrics"})

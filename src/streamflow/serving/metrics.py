@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from streamflow.processes import pid_alive
+from streamflow.core.processes import pid_alive
 
 log = logging.getLogger(__name__)
 

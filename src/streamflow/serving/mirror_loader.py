@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamflow.logging_setup import setup_logging
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings
 from streamflow.serving.features import read_bulk_postgres
-from streamflow.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The model being served: the ONNX bytes of the latest *deployment record* of
-``(model_name, alias)`` in PostgreSQL (``streamflow.deployments``), verified and hot-swapped when
+``(model_name, alias)`` in PostgreSQL (``streamflow.model.deployments``), verified and hot-swapped when
 a new one is published (background poll, or ``POST /admin/reload``).
 
 The API never talks to MLflow (nor imports it): promotion (``training.registry.promote``,
@@ -26,12 +26,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streamflow.deployments import Deployment, DeploymentHead, DeploymentSource
-from streamflow.model_artifacts import ArtifactIntegrityError, short, verify_sha256
-from streamflow.onnx_model import OnnxModel, feed_from_mirror, open_servable
+from streamflow.core.settings import Settings
+from streamflow.model.artifacts import ArtifactIntegrityError, short, verify_sha256
+from streamflow.model.deployments import Deployment, DeploymentHead, DeploymentSource
+from streamflow.model.onnx_model import OnnxModel, feed_from_mirror, open_servable
 from streamflow.serving.metrics import ApiMetrics
 from streamflow.serving.poller import PeriodicTask
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def build_loaded_model(
     deployment_id: int | None = None,
     promoted_at: str | None = None,
 ) -> LoadedModel:
-    """The model ready to be swapped in, once :func:`streamflow.onnx_model.open_servable` has
+    """The model ready to be swapped in, once :func:`streamflow.model.onnx_model.open_servable` has
     opened the bytes, checked their inputs against the feature layout and smoke-tested them."""
     t0 = started if started is not None else time.perf_counter()
     servable = open_servable(onnx_bytes, threads=1)

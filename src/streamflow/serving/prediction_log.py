@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from streamflow.core.settings import Settings
 from streamflow.db.predictions import COLUMNS, TABLE
 from streamflow.serving.metrics import ApiMetrics
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 

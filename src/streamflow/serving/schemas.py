@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic.config import JsonDict
 
-from streamflow.schema import CATEGORICAL_FEATURES, FEATURE_DTYPES, FEATURES, FLAG_FEATURES
+from streamflow.core.data_model import CATEGORICAL_FEATURES, FEATURE_DTYPES, FEATURES, FLAG_FEATURES
 
 MAX_USER_ID_LENGTH = 64
 MAX_BATCH = 1000

@@ -22,8 +22,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from streamflow.core.settings import Settings, settings_json
 from streamflow.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-from streamflow.settings import Settings, settings_json
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def multiproc_dir(settings: Settings) -> Path:
 
 def app_from_env() -> FastAPI:
     """Factory run inside each uvicorn worker process."""
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
     from streamflow.serving.app import create_app
     from streamflow.serving.limits import configure
 
@@ -68,7 +68,7 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     """Serve the API until interrupted (blocking)."""
     import uvicorn
 
-    from streamflow.logging_setup import setup_logging
+    from streamflow.core.logging_setup import setup_logging
     from streamflow.serving.limits import configure
 
     setup_logging(settings.log_level)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from streamflow.core.data_model import SOURCE_TABLES, USERS, SourceTable
 from streamflow.ingest import reader, validation
 from streamflow.ingest.reader import FileProblem, ParsedFile, ReadLimits
 from streamflow.ingest.validation import (
@@ -50,7 +51,6 @@ from streamflow.ingest.validation import (
     rule_partial_users,
     users_line_example,
 )
-from streamflow.schema import SOURCE_TABLES, USERS, SourceTable
 from streamflow.spark import fs
 
 if TYPE_CHECKING:

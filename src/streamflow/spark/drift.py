@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamflow.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.core.data_model import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write_text
 from streamflow.monitoring import drift as drift_lib
 from streamflow.monitoring.decision import decide_action, validate_threshold
-from streamflow.schema import CATEGORICAL_FEATURES, FEATURES, FLAG_FEATURES, INT_FEATURES, LABEL
 from streamflow.spark import stats
 from streamflow.spark.stats import BinnedCounts, ColumnDrift, ColumnKind, ValueCounts
 

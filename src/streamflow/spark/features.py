@@ -18,9 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streamflow.dates import as_of_timestamp, parse_as_of
-from streamflow.errors import InputError
-from streamflow.schema import (
+from streamflow.core.data_model import (
     ENTITY,
     FEATURE_VIEWS,
     FEATURES,
@@ -30,6 +28,8 @@ from streamflow.schema import (
     SOURCE_TABLES,
     TIMESTAMP,
 )
+from streamflow.core.dates import as_of_timestamp, parse_as_of
+from streamflow.core.errors import InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

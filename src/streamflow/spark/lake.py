@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from streamflow.dates import parse_as_of
-from streamflow.errors import InputError
+from streamflow.core.data_model import SOURCE_TABLES
+from streamflow.core.dates import parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings
 from streamflow.ingest.validation import limits_from
-from streamflow.schema import SOURCE_TABLES
-from streamflow.settings import Settings
 from streamflow.spark import fs
 from streamflow.spark.csv_month import LINE, read_csv_month
 from streamflow.spark.features import AS_OF, FEATURE_TABLE_DIR

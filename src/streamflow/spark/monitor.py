@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamflow.errors import InputError
+from streamflow.core.data_model import ENTITY, FEATURES, LABEL
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings
 from streamflow.ingest.validation import limits_from
 from streamflow.monitoring import decision as decision_lib
 from streamflow.monitoring import monitor as local
 from streamflow.monitoring.drift import PREDICTION, TargetDrift
 from streamflow.monitoring.monitor import Emit, MonitorPerformance, MonitorRequest, StepRunner, run_directly
 from streamflow.monitoring.production_model import ScoringModel
-from streamflow.schema import ENTITY, FEATURES, LABEL
-from streamflow.settings import Settings
 from streamflow.spark import drift as spark_drift
 from streamflow.spark import fs, lake
 from streamflow.spark.csv_month import CsvMonth, read_csv_month

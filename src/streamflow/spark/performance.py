@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from streamflow import cbpe
-from streamflow.cbpe import CBPECalibration
+from streamflow.core.data_model import LABEL
+from streamflow.model import cbpe
+from streamflow.model.cbpe import CBPECalibration
 from streamflow.monitoring.drift import PREDICTION
 from streamflow.monitoring.monitor import MonitorPerformance
 from streamflow.monitoring.performance import (
@@ -38,7 +39,6 @@ from streamflow.monitoring.performance import (
     Metrics,
 )
 from streamflow.monitoring.production_model import ScoringModel
-from streamflow.schema import LABEL
 from streamflow.spark.scoring import UNSEEN
 
 if TYPE_CHECKING:

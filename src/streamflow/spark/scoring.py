@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from streamflow.core.data_model import ENTITY, FEATURE_DTYPES, FEATURES
 from streamflow.monitoring.drift import PREDICTION
-from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES
 
 if TYPE_CHECKING:
     from pyspark import Broadcast
@@ -31,7 +31,7 @@ def score(frame: DataFrame, model_bytes: Broadcast[bytes], threads: int = 1) -> 
     schema = StructType([*frame.schema.fields, StructField(PREDICTION, DoubleType(), nullable=False)])
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from streamflow.onnx_model import OnnxModel
+        from streamflow.model.onnx_model import OnnxModel
 
         model = OnnxModel(model_bytes.value, threads=threads)  # once per task
         for batch in batches:

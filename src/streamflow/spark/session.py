@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamflow.errors import OperationalError
-from streamflow.settings import Settings
+from streamflow.core.errors import OperationalError
+from streamflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from scipy import stats as scipy_stats
 from scipy.spatial import distance
 
-from streamflow.errors import InputError
+from streamflow.core.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -1,8 +1,8 @@
 """The quality artefacts a training run logs next to its ONNX model (``docs/CONTRACTS.md``; paths
-and hash tags in ``streamflow.model_artifacts``), read back by the monitor
+and hash tags in ``streamflow.model.artifacts``), read back by the monitor
 (``monitoring/production_model.py``):
 
-* ``cbpe/calibration.json`` — :class:`~streamflow.cbpe.CBPECalibration` fitted on the validation
+* ``cbpe/calibration.json`` — :class:`~streamflow.model.cbpe.CBPECalibration` fitted on the validation
   split's probabilities **of the ONNX model** (what is served and what the monitor scores with;
   they agree with the scikit-learn pipeline within 1e-5);
 * ``cbpe/trained_user_ids.txt.gz`` — the user ids of the training rows, one per line (the monitor
@@ -22,10 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from streamflow.cbpe import CBPECalibration
-from streamflow.model_artifacts import CBPE_ARTIFACT, CBPE_DIR, SHA256_TAGS, TRAINED_USERS_ARTIFACT, sha256_hex
-from streamflow.onnx_model import OnnxModel, score_in_batches
-from streamflow.progress import ProgressCallback, no_progress
+from streamflow.core.progress import ProgressCallback, no_progress
+from streamflow.model.artifacts import CBPE_ARTIFACT, CBPE_DIR, SHA256_TAGS, TRAINED_USERS_ARTIFACT, sha256_hex
+from streamflow.model.cbpe import CBPECalibration
+from streamflow.model.onnx_model import OnnxModel, score_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def log_quality_artifacts(
     is tagged ``cbpe_calibration_error`` and skipped: training never fails because of it.
 
     Returns the sha256 of the exact bytes logged, per artefact path (training records them as
-    run and model-version tags, ``streamflow.model_artifacts.SHA256_TAGS``)."""
+    run and model-version tags, ``streamflow.model.artifacts.SHA256_TAGS``)."""
     import mlflow
 
     logged: dict[str, bytes] = {}

@@ -2,9 +2,9 @@
 
 Training calls :func:`export_onnx` and logs the bytes next to the scikit-learn model
 (MLflow artifact ``onnx/model.onnx``); the API serves them with onnxruntime
-(``streamflow.onnx_model``). Tests prove that both agree within 1e-5.
+(``streamflow.model.onnx_model``). Tests prove that both agree within 1e-5.
 
-Graph inputs (the format of ``streamflow.onnx_layout``; the feature → input layout is
+Graph inputs (the format of ``streamflow.model.onnx_layout``; the feature → input layout is
 recorded in the model's metadata under ``LAYOUT_KEY``):
 
 * ``strings`` — ``string[N, S]``: the object (categorical) columns, missing encoded as ``""``;
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streamflow.onnx_layout import LAYOUT_KEY, MISSING_STRING, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
+from streamflow.model.onnx_layout import LAYOUT_KEY, MISSING_STRING, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 

@@ -18,9 +18,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from streamflow.errors import OperationalError
-from streamflow.schema import CATEGORICAL_FEATURES, FLAG_FEATURES, NUMERIC_FEATURES
-from streamflow.settings import Settings
+from streamflow.core.data_model import CATEGORICAL_FEATURES, FLAG_FEATURES, NUMERIC_FEATURES
+from streamflow.core.errors import OperationalError
+from streamflow.core.settings import Settings
 
 # The types skops may rebuild when the logged scikit-learn model is loaded, beyond skops' own
 # defaults (builtins, numpy arrays, scikit-learn estimators): fixed here, in code, for the pipeline

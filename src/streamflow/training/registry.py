@@ -3,7 +3,7 @@
 * One place that knows the tracking URI (with bounded HTTP calls, ``registry_client``), the
   experiment, the registered model name and the ``production`` alias.
 * :func:`verified_version` — a registered version's artefacts, downloaded and checked against the
-  sha256 recorded at training (run tags and model-version tags, ``streamflow.model_artifacts``).
+  sha256 recorded at training (run tags and model-version tags, ``streamflow.model.artifacts``).
 * :func:`promote` — compare-and-set publication: under a PostgreSQL advisory lock, re-read what
   is deployed and what the MLflow alias points at, refuse if either moved since the caller looked
   (``expected_current``) or if the candidate was trained on an older month than the deployed
@@ -30,8 +30,19 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from streamflow.dates import parse_as_of
-from streamflow.deployments import (
+from streamflow.core.dates import parse_as_of
+from streamflow.core.errors import InputError, OperationalError
+from streamflow.core.home import ensure_private_home
+from streamflow.core.settings import Settings
+from streamflow.model.artifacts import (
+    CBPE_DIR,
+    ONNX_ARTIFACT,
+    SHA256_TAGS,
+    ArtifactIntegrityError,
+    short,
+    verify_sha256,
+)
+from streamflow.model.deployments import (
     CURRENT_SQL,
     HISTORY_SQL,
     INSERT_SQL,
@@ -41,23 +52,12 @@ from streamflow.deployments import (
     insert_params,
     lock_key,
 )
-from streamflow.errors import InputError, OperationalError
-from streamflow.home import ensure_private_home
-from streamflow.model_artifacts import (
-    CBPE_DIR,
-    ONNX_ARTIFACT,
-    SHA256_TAGS,
-    ArtifactIntegrityError,
-    short,
-    verify_sha256,
-)
-from streamflow.registry_client import (
+from streamflow.model.registry_client import (
     apply_http_limits,
     is_not_found,
     registry_errors,
     version_by_alias,
 )
-from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 EXPERIMENT_NAME = "streamflow_churn"
@@ -139,7 +139,7 @@ def _version_info(client: MlflowClient, mv: Any) -> ModelVersionInfo:
 
 def list_versions(settings: Settings) -> list[ModelVersionInfo]:
     """Every registered version of ``settings.model_name`` (none when the model does not exist);
-    an unreachable registry raises :class:`~streamflow.registry_client.RegistryUnavailableError`."""
+    an unreachable registry raises :class:`~streamflow.model.registry_client.RegistryUnavailableError`."""
     client = configure_mlflow(settings)
     with registry_errors(settings, "listing model versions"):
         try:
@@ -265,7 +265,7 @@ def verified_version(
     when logged) and check each against the sha256 recorded at training — and, when given, against
     ``expected`` (path → sha256, e.g. a deployment record's). Raises
     :class:`UnknownModelVersionError`, :class:`ModelArtifactError` (no ONNX artefact) or
-    :class:`~streamflow.model_artifacts.ArtifactIntegrityError` (no hash recorded, mismatch)."""
+    :class:`~streamflow.model.artifacts.ArtifactIntegrityError` (no hash recorded, mismatch)."""
     client = client or configure_mlflow(settings)
     name = settings.model_name
     with registry_errors(settings, f"reading {name} v{version}"):
@@ -325,7 +325,7 @@ ANY_CURRENT: Final = "<any>"  # promote() without compare-and-set (an operator's
 def _check_servable(candidate: VerifiedVersion) -> date:
     """The checks the API will make (opens, input layout, smoke test), made before publishing;
     returns the candidate's training month."""
-    from streamflow.onnx_model import open_servable
+    from streamflow.model.onnx_model import open_servable
 
     what = f"{candidate.model_name} v{candidate.version}"
     try:

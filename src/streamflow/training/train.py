@@ -21,13 +21,13 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from streamflow.dates import parse_as_of
-from streamflow.errors import InputError
+from streamflow.core.data_model import ENTITY, FEATURE_DTYPES, FEATURES, LABEL
+from streamflow.core.dates import parse_as_of
+from streamflow.core.errors import InputError
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.core.settings import Settings
 from streamflow.features.dataset import build_point_in_time_dataset
-from streamflow.model_artifacts import ONNX_ARTIFACT, SHA256_TAGS, sha256_hex
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import ENTITY, FEATURE_DTYPES, FEATURES, LABEL
-from streamflow.settings import Settings
+from streamflow.model.artifacts import ONNX_ARTIFACT, SHA256_TAGS, sha256_hex
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import ForestParams, build_pipeline, check_trusted_types, forest_params
 from streamflow.training.registry import (

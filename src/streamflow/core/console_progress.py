@@ -1,4 +1,4 @@
-"""Rich rendering of ``streamflow.progress`` events for the CLI: one bar per task with rows
+"""Rich rendering of ``streamflow.core.progress`` events for the CLI: one bar per task with rows
 done, rows/s and elapsed time. Only the CLI imports this module (library code reports
 progress through a plain callback)."""
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from streamflow.progress import ProgressCallback, ProgressEvent
+from streamflow.core.progress import ProgressCallback, ProgressEvent
 
 
 class RowsColumn(ProgressColumn):

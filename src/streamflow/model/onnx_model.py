@@ -1,11 +1,11 @@
 """The ONNX runtime of the model: an onnxruntime session over the bytes that
 ``streamflow.training.onnx_export.export_onnx`` logged at training time, with the input layout
-read back from the model's metadata (format: ``streamflow.onnx_layout``); batched scoring of a
+read back from the model's metadata (format: ``streamflow.model.onnx_layout``); batched scoring of a
 frame (:func:`score_in_batches`: the training-time calibration, the monitor, the Spark engine) and
 the checks a model must pass before the API may serve it (:func:`open_servable`: the API's
 model holder, and ``training.registry.promote`` before it publishes a version).
 
-A neutral module below the stages (numpy, onnxruntime, ``streamflow.onnx_layout`` /
+A neutral module below the stages (numpy, onnxruntime, ``streamflow.model.onnx_layout`` /
 ``schema`` / ``progress``): serving, training and monitoring all import it, and the API process
 imports it without the training stack."""
 
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from streamflow.onnx_layout import LAYOUT_KEY, MISSING_STRING, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
-from streamflow.progress import ProgressCallback, ProgressEvent, no_progress
-from streamflow.schema import CATEGORICAL_FEATURES, FEATURES
+from streamflow.core.data_model import CATEGORICAL_FEATURES, FEATURES
+from streamflow.core.progress import ProgressCallback, ProgressEvent, no_progress
+from streamflow.model.onnx_layout import LAYOUT_KEY, MISSING_STRING, NUMERIC_INPUT, PROBA_OUTPUT, STRING_INPUT
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,12 +21,12 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamflow.faults import fault_point
+from streamflow.core.faults import fault_point
+from streamflow.core.progress import ProgressCallback
+from streamflow.core.settings import Settings
 from streamflow.features.online_state import OnlineStoreState, online_store_state
 from streamflow.features.store import MaterializationResult, materialize_online
 from streamflow.ingest.loader import IngestResult, ensure_schema, ingest_month
-from streamflow.progress import ProgressCallback
-from streamflow.settings import Settings
 
 if TYPE_CHECKING:
     from streamflow.monitoring.performance import RealizedPerformance

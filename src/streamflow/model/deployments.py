@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from streamflow.settings import Settings
+from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

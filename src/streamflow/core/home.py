@@ -30,7 +30,7 @@ import os
 import stat
 from pathlib import Path
 
-from streamflow.errors import InputError
+from streamflow.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

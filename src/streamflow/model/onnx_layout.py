@@ -1,5 +1,5 @@
 """The ONNX model format shared by the export (``training/onnx_export.py``) and the runtime
-(``streamflow/onnx_model.py``): graph input and output names, the metadata key that records
+(``streamflow/model/onnx_model.py``): graph input and output names, the metadata key that records
 which feature goes to which input, and how a missing categorical value is fed.
 
 A leaf module (standard library only), so that the API process imports neither the

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from streamflow.settings import Settings
+from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

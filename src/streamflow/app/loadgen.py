@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamflow.errors import InputError
-from streamflow.settings import Settings
+from streamflow.core.errors import InputError
+from streamflow.core.settings import Settings
 
 MAX_REQUESTS = 1_000_000
 MAX_CONCURRENCY = 256
@@ -235,7 +235,7 @@ def run_load(
         raise LoadTargetError(f"duration must be within (0, {MAX_DURATION_SECONDS:g}] seconds")
     target = check_target(url, settings)
     if user_ids is None:
-        from streamflow.settings import get_settings
+        from streamflow.core.settings import get_settings
 
         user_ids = load_user_ids(settings or get_settings())
     user_ids = [u for u in user_ids if u]

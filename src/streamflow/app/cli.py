@@ -4,7 +4,7 @@ and format output.
 Exit codes (every command): 0 ok; 2 bad input (a message names what is wrong; nothing was
 written); 1 an operational failure or a bug (one line; the traceback is logged at DEBUG);
 130 interrupted. Every command goes through :func:`command`, the one place errors become exit
-codes (see ``streamflow.errors``)."""
+codes (see ``streamflow.core.errors``)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from streamflow.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
-from streamflow.errors import ExitCode, StreamflowError
-from streamflow.loadgen import MAX_REQUESTS
-from streamflow.logging_setup import setup_logging
+from streamflow.app.loadgen import MAX_REQUESTS
+from streamflow.core.dates import DEMO_CUR_AS_OF, DEMO_REF_AS_OF
+from streamflow.core.errors import ExitCode, StreamflowError
+from streamflow.core.logging_setup import setup_logging
+from streamflow.core.settings import Settings, get_settings
 from streamflow.seeds.drift import DEMO_DRIFT
-from streamflow.settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("streamflow.cli")
+log = logging.getLogger("streamflow.app.cli")
 
 app = typer.Typer(
     help="StreamFlow: observable churn prediction (ingest → features → train → serve → monitor).",
@@ -54,8 +54,8 @@ def _settings(home: Path | None = None, *, uses_home: bool = True) -> Settings:
     """The environment's settings (a placeholder secret or a bad value: exit 2 naming the variable),
     with ``home`` overriding STREAMFLOW_HOME. Every command runs with umask 077, and a command that
     keeps state checks that an existing STREAMFLOW_HOME is private (tightened or refused:
-    streamflow.home); a missing one is created 0700 by the first thing that writes there."""
-    from streamflow.home import ensure_private_home, private_umask
+    streamflow.core.home); a missing one is created 0700 by the first thing that writes there."""
+    from streamflow.core.home import ensure_private_home, private_umask
 
     private_umask()
     settings = get_settings()
@@ -118,10 +118,10 @@ def ingest(
 ) -> None:
     """Validate one month's CSVs, write the live tables and stamp the snapshots (one transaction,
     ingest lock), then publish the month to the online store (atomic swap)."""
-    from streamflow.console_progress import rich_progress
-    from streamflow.dates import parse_as_of
+    from streamflow.app.monthly import ingest_and_publish
+    from streamflow.core.console_progress import rich_progress
+    from streamflow.core.dates import parse_as_of
     from streamflow.features.online_writer import MaterializeError
-    from streamflow.monthly import ingest_and_publish
 
     settings = _settings()
     parse_as_of(as_of)
@@ -167,7 +167,7 @@ def materialize(
     progress: Annotated[bool, typer.Option(help="Show progress bars (rows, rows/s).")] = True,
 ) -> None:
     """Publish every user's latest snapshot to the Feast online store (atomic swap); heals a stale store."""
-    from streamflow.console_progress import rich_progress
+    from streamflow.core.console_progress import rich_progress
     from streamflow.features.store import materialize_online
 
     settings = _settings()
@@ -190,7 +190,7 @@ def train(
 ) -> None:
     """Train the RandomForest baseline (bounded trees: settings min_samples_leaf, max_depth,
     max_samples), log it to MLflow and register a version."""
-    from streamflow.console_progress import rich_progress
+    from streamflow.core.console_progress import rich_progress
     from streamflow.training.train import dump_json, train_model
 
     settings = _settings()
@@ -220,7 +220,7 @@ def promote(
 ) -> None:
     """Verify VERSION's artefacts (sha256 recorded at training; the ONNX loads) and publish it: a new
     deployment record (what the API serves) and the MLflow alias, under the promotion lock."""
-    from streamflow.errors import InputError
+    from streamflow.core.errors import InputError
     from streamflow.training.registry import promote as publish
 
     if not version.isdigit() or int(version) < 1:
@@ -244,7 +244,7 @@ def promote(
 @command(app)
 def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Snapshots per as_of (row counts, churn rate), registered model versions, the deployed (served) one."""
-    from streamflow.status import system_status
+    from streamflow.app.status import system_status
 
     settings = _settings()
     st = system_status(settings)
@@ -311,7 +311,7 @@ def performance(
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Realized performance of the model on months that have labels (AUC, F1, Brier, calibration…), stored."""
-    from streamflow.dates import parse_as_of
+    from streamflow.core.dates import parse_as_of
     from streamflow.monitoring.performance import measure_months
 
     if as_of is not None:
@@ -451,7 +451,7 @@ def load(
     import signal
     import threading
 
-    from streamflow.loadgen import run_load
+    from streamflow.app.loadgen import run_load
 
     settings = _settings()
     stop = threading.Event()
@@ -600,7 +600,7 @@ def run_monitor_command(
     def emit(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    from streamflow.console_progress import rich_progress
+    from streamflow.core.console_progress import rich_progress
 
     with rich_progress(console, enabled=progress) as on_progress:
         summary, _ = run_monitor_with(
@@ -624,7 +624,7 @@ def lake_export(
 ) -> None:
     """Validate a month's CSVs on Spark (the ingest's rules) and write it to the lake as Parquet
     (STREAMFLOW_LAKE_PATH, partitioned by as_of); nothing is written when validation fails."""
-    from streamflow.dates import parse_as_of
+    from streamflow.core.dates import parse_as_of
     from streamflow.spark.lake import export_month
     from streamflow.spark.session import spark_session
 
@@ -674,7 +674,7 @@ def demo(
     ] = True,
 ) -> None:
     """Run the whole loop on the embedded default; leaves the API (and Prometheus) running."""
-    from streamflow.demo import run_demo
+    from streamflow.app.demo import run_demo
 
     run_demo(
         _settings(),
@@ -695,7 +695,7 @@ def bootstrap(
     users: Annotated[int, typer.Option(help="Users per generated month.")] = 7043,
 ) -> None:
     """Seeds → ingest both months → train if no production model exists (idempotent; compose `init`)."""
-    from streamflow.demo import bootstrap as run_bootstrap
+    from streamflow.app.demo import bootstrap as run_bootstrap
 
     run_bootstrap(_settings(), out, seeds=seeds, users=users)
 
@@ -703,7 +703,7 @@ def bootstrap(
 @command(app)
 def down() -> None:
     """Stop exactly the processes `demo` / `up` started (API, Prometheus, Pushgateway, embedded DB)."""
-    from streamflow.runtime import stop_everything
+    from streamflow.app.runtime import stop_everything
 
     stopped = stop_everything(_settings())
     out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

@@ -1,14 +1,14 @@
 """Background processes the demo leaves running (API, Prometheus, Pushgateway) and
 `streamflow down`, which stops exactly those (PID files under settings.run_dir, see
-:mod:`streamflow.processes`)."""
+:mod:`streamflow.core.processes`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from streamflow.processes import ManagedProcess, Program, Supervisor, http_ready, local_address
-from streamflow.settings import Settings
+from streamflow.core.processes import ManagedProcess, Program, Supervisor, http_ready, local_address
+from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every entry point calls :func:`setup_logging` with the level of its settings
 (``STREAMFLOW_LOG_LEVEL``). Lines go to stderr; a command that tells a story on the terminal (the
 demo) may send them to a file instead (``console_level``/``log_file``). Libraries log at WARNING and
-above only, and their known-harmless warnings are silenced by name (``streamflow.thirdparty``).
+above only, and their known-harmless warnings are silenced by name (``streamflow.core.thirdparty``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from streamflow.thirdparty import quiet_third_party_warnings
+from streamflow.core.thirdparty import quiet_third_party_warnings
 
 FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 NOISY = (

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from rich.console import Console
 
-from streamflow.dates import DEMO_CUR_AS_OF, DEMO_MONTHS, DEMO_REF_AS_OF
-from streamflow.errors import OperationalError
+from streamflow.core.dates import DEMO_CUR_AS_OF, DEMO_MONTHS, DEMO_REF_AS_OF
+from streamflow.core.errors import OperationalError
+from streamflow.core.settings import Settings
 from streamflow.seeds.drift import DEMO_DRIFT
-from streamflow.settings import Settings
 
 if TYPE_CHECKING:
-    from streamflow.loadgen import LoadSummary
+    from streamflow.app.loadgen import LoadSummary
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def run_demo(
     drift: str | None = DEMO_DRIFT,
     retrain: bool = True,
 ) -> DemoOutcome:
+    from streamflow.app.runtime import start_api_background
+    from streamflow.core.processes import local_address
     from streamflow.observability import prometheus_local as prom
-    from streamflow.processes import local_address
-    from streamflow.runtime import start_api_background
 
     if "log_level" not in settings.model_fields_set:
         # The terminal tells the story; every log line goes to a file (STREAMFLOW_LOG_LEVEL=INFO: both).
-        from streamflow.logging_setup import setup_logging
+        from streamflow.core.logging_setup import setup_logging
 
         log_file = settings.run_dir / "demo.log"
         setup_logging(settings.log_level, console_level="WARNING", log_file=log_file)
@@ -199,7 +199,7 @@ def run_demo(
 
 def _start_traffic(settings: Settings, api_url: str, concurrency: int, rps: float | None) -> subprocess.Popen[str]:
     """`streamflow load` in its own process, unbounded in count, until :func:`_stop_traffic`."""
-    from streamflow.loadgen import MAX_REQUESTS
+    from streamflow.app.loadgen import MAX_REQUESTS
 
     argv = [sys.executable, "-m", "streamflow", "load", "--url", api_url, "--json"]
     argv += ["--requests", str(MAX_REQUESTS), "--concurrency", str(concurrency)]
@@ -211,7 +211,7 @@ def _start_traffic(settings: Settings, api_url: str, concurrency: int, rps: floa
 
 def _stop_traffic(proc: subprocess.Popen[str]) -> LoadSummary:
     """SIGTERM the load process (it stops and prints its JSON summary) and read that summary."""
-    from streamflow.loadgen import LoadSummary
+    from streamflow.app.loadgen import LoadSummary
 
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -301,7 +301,7 @@ def bootstrap(
     """Seeds → ingest month_000/month_001 → train on 2024-01-31 (when no production model
     exists, or always with ``always_train``). Idempotent: compose's `init` service runs it
     on every `docker compose up`."""
-    from streamflow.monthly import ingest_and_publish
+    from streamflow.app.monthly import ingest_and_publish
     from streamflow.training.registry import deployed, production_version, promote
     from streamflow.training.train import train_model
 

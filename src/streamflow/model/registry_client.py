@@ -11,7 +11,7 @@ the settings' values (``mlflow_http_timeout_seconds`` 10, ``mlflow_http_max_retr
 before any client is used. They apply to http(s) stores; the default sqlite store has no HTTP.
 
 The API does not use this module: it serves deployment records from PostgreSQL
-(``streamflow.deployments``) and never imports MLflow.
+(``streamflow.model.deployments``) and never imports MLflow.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from streamflow.errors import OperationalError
-from streamflow.settings import Settings
+from streamflow.core.errors import OperationalError
+from streamflow.core.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

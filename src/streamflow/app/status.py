@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from streamflow.core.data_model import SNAPSHOT_TABLES
+from streamflow.core.settings import Settings
 from streamflow.db.engine import get_engine
 from streamflow.db.schema import migrate
-from streamflow.schema import SNAPSHOT_TABLES
-from streamflow.settings import Settings
 from streamflow.training.registry import deployed, list_versions
 
 

@@ -6,9 +6,9 @@ twice: as a tag of the run and as a tag of the registered model version (same ke
 loads an artefact recomputes the hash of the bytes it got and refuses them when it differs
 (:class:`ArtifactIntegrityError`): the monitor's loader (``monitoring/production_model.py``),
 the publication of a version (``training/registry.promote``) and the API (which checks the bytes
-of the deployment record, ``streamflow.deployments``).
+of the deployment record, ``streamflow.model.deployments``).
 
-A leaf module (standard library + ``streamflow.errors``): the API imports it.
+A leaf module (standard library + ``streamflow.core.errors``): the API imports it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from streamflow.errors import OperationalError
+from streamflow.core.errors import OperationalError
 
 ONNX_ARTIFACT = "onnx/model.onnx"  # the compiled pipeline: what the API serves and the monitor scores
 CBPE_DIR = "cbpe"

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamflow.errors import InputError
+from streamflow.core.errors import InputError
 
 # The secrets of .env.example / services/k8s/secrets/*.env.example are `change-me-…`: a value
 # that still contains this marker was copied without being changed, and is refused at start.
@@ -356,7 +356,7 @@ class Settings(BaseSettings):
         "and an equal-width grid).",
     )
     fault_pause_at: str | None = Field(
-        None, description="Tests only: pause at this named fault point (see streamflow.faults)."
+        None, description="Tests only: pause at this named fault point (see streamflow.core.faults)."
     )
     fault_pause_seconds: float = Field(60.0, description="Tests only: how long a fault point pauses.")
     fault_release_file: Path | None = Field(

@@ -1,12 +1,12 @@
 """Month dates of StreamFlow: parsing an ``as_of``, its snapshot timestamp, month arithmetic and
-the two course months the demo and the defaults use. A leaf module: it imports only ``streamflow.errors``."""
+the two course months the demo and the defaults use. A leaf module: it imports only ``streamflow.core.errors``."""
 
 from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime
 
-from streamflow.errors import InputError
+from streamflow.core.errors import InputError
 
 # The course's two months (month_000, month_001): the demo, `bootstrap` and the monitor's defaults.
 COURSE_START_AS_OF = date(2024, 1, 31)

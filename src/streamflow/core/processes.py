@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 import httpx
 import psutil
 
-from streamflow.fileio import PRIVATE_MODE, atomic_write_text
-from streamflow.home import ensure_private_home, private_dir
+from streamflow.core.fileio import PRIVATE_MODE, atomic_write_text
+from streamflow.core.home import ensure_private_home, private_dir
 
 if TYPE_CHECKING:
-    from streamflow.settings import Settings
+    from streamflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
