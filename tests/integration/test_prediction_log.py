@@ -220,3 +220,40 @@ def test_prune_drops_whole_old_days_through_the_cli(tmp_path: Path) -> None:
         assert status_json(settings.home)["predictions"]["rows"] == 9  # type: ignore[index]
     finally:
         release_embedded(settings)
+
+
+def test_a_flush_written_in_chunks_keeps_every_row_and_the_partitions(tmp_path: Path) -> None:
+    """A bare home, a chunk of 3 rows: 10 rows over two days, flushed at stop, are all in the
+    table (one COPY sent in four chunks, both day partitions created), counted as written."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from streamflow.db.engine import release_embedded
+    from streamflow.db.schema import migrate
+    from streamflow.serving.metrics import ApiMetrics
+    from streamflow.serving.prediction_log import PredictionLog, RequestIds
+    from streamflow.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", prediction_log_copy_chunk_rows=3, prediction_log_flush_seconds=60)
+    try:
+        migrate(get_engine(settings))
+        plog = PredictionLog(settings, ApiMetrics())
+        plog.start()
+        ids = RequestIds()
+        now = datetime.now(UTC).timestamp()
+        rows = [
+            (ids.new(), now - (86_400 if i % 2 else 0), f"u{i}", "1", date(2024, 2, 29), i / 10, i % 2)
+            for i in range(10)
+        ]
+        plog.record_many(rows[:4])
+        for r in rows[4:]:
+            plog.record(r)
+        plog.stop()
+        assert (plog.written, plog.dropped, plog.buffered) == (10, 0, 0)
+        got = logged(settings, [r[0] for r in rows])
+        assert sorted(got["user_id"]) == sorted(r[2] for r in rows)
+        assert sorted(got["proba"]) == sorted(r[5] for r in rows)
+        days = {d.date() for d in got["served_at"].dt.tz_convert(UTC)}
+        today = datetime.fromtimestamp(now, UTC).date()
+        assert days == {today, today - timedelta(days=1)}
+    finally:
+        release_embedded(settings)

@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     prediction_log_flush_seconds: float = Field(
         1.0, gt=0, description="The background writer COPYs the buffered rows this often."
     )
+    prediction_log_copy_chunk_rows: int = Field(
+        256,
+        ge=1,
+        description="The writer formats and sends a flush's rows in chunks of this many, yielding the GIL "
+        "between two chunks, so a flush never holds the serving thread for more than one chunk's work.",
+    )
     prediction_log_retries: int = Field(
         3, ge=0, description="A failed write of a batch is retried this many times (backoff) before it is dropped."
     )

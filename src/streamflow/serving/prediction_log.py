@@ -4,7 +4,9 @@ to PostgreSQL (table ``predictions``, migration 011) off the request path.
 A request only appends a tuple to an in-process buffer (one uncontended lock, no I/O). A
 background thread (:class:`PredictionLog`, one per worker process, started by the app's
 lifespan) takes everything buffered every ``prediction_log_flush_seconds`` and writes it with
-one ``COPY`` in one transaction. The buffer is bounded: it holds at most
+one ``COPY`` in one transaction, formatted and sent in chunks of ``prediction_log_copy_chunk_rows``
+with the GIL handed back between two chunks (the serving thread waits for at most one chunk's
+work, not the whole flush's). The buffer is bounded: it holds at most
 ``prediction_log_buffer_rows`` rows, counting those being written; a row that does not fit is
 dropped and counted (``streamflow_prediction_log_dropped_total{reason="buffer_full"}``), so a
 slow or stopped database never slows a request down and never grows the process. A failed
@@ -117,9 +119,13 @@ class _Database:
                     conn.execute("SELECT streamflow_prediction_partition(%s)", (day,))
                 with conn.cursor() as cur:
                     columns = ", ".join(COLUMNS)
+                    chunk = self.settings.prediction_log_copy_chunk_rows
                     with cur.copy(f"COPY {TABLE} ({columns}) FROM STDIN") as copy:
-                        for r, ts in zip(rows, served, strict=True):
-                            copy.write_row((r[0], ts, r[2], model_name, r[3], r[4], r[5], r[6]))
+                        for start in range(0, len(rows), chunk):
+                            end = start + chunk
+                            for r, ts in zip(rows[start:end], served[start:end], strict=True):
+                                copy.write_row((r[0], ts, r[2], model_name, r[3], r[4], r[5], r[6]))
+                            time.sleep(0)  # hand the GIL to the serving thread between two chunks
             self._days |= days
         except BaseException:
             self.close()
