@@ -227,11 +227,11 @@ def test_a_flush_written_in_chunks_keeps_every_row_and_the_partitions(tmp_path: 
     table (one COPY sent in four chunks, both day partitions created), counted as written."""
     from datetime import UTC, date, datetime, timedelta
 
+    from streamflow.core.settings import Settings
     from streamflow.db.engine import release_embedded
     from streamflow.db.schema import migrate
     from streamflow.serving.metrics import ApiMetrics
     from streamflow.serving.prediction_log import PredictionLog, RequestIds
-    from streamflow.settings import Settings
 
     settings = Settings(home=tmp_path / "home", prediction_log_copy_chunk_rows=3, prediction_log_flush_seconds=60)
     try:
