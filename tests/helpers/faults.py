@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from streamflow.dates import month_as_of
 from streamflow.db.engine import libpq_url, release_embedded
@@ -35,8 +34,6 @@ from streamflow.logging_setup import setup_logging
 from streamflow.monthly import ingest_and_publish
 from streamflow.schema import SOURCE_TABLES
 from streamflow.settings import Settings
-
-pytestmark = pytest.mark.integration
 
 FIRST_AS_OF = "2024-01-31"
 USERS = 300
