@@ -3,16 +3,22 @@ VENV       ?= .venv
 PYTHON     ?= python3
 PY         := $(VENV)/bin/python
 SF         := $(VENV)/bin/streamflow
+UV_VERSION := 0.13.10
 SEEDS      ?=
 DRIFT      ?=
 export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
 
 .PHONY: install demo test test-unit test-integration test-faults lint down status bench clean
 
+## The venv, installed with uv (pinned, itself pip-installed into the venv; see benchmarks/README.md)
+## and with pip when uv cannot be installed.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[dev,reference]"
+	if $(VENV)/bin/pip install -q uv==$(UV_VERSION); then \
+	  VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/uv pip install -q -e ".[dev,reference]"; \
+	else \
+	  $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -e ".[dev,reference]"; \
+	fi
 	touch $@
 
 install: $(VENV)/.installed

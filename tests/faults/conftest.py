@@ -28,3 +28,12 @@ def fault_home(tmp_path_factory: pytest.TempPathFactory, fault_seeds: Path) -> I
 def fresh_home(tmp_path: Path, fault_seeds: Path) -> Iterator[FaultHome]:
     """One per test, for cases that change the database (crashes, concurrency)."""
     yield from make_home(tmp_path, fault_seeds)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault test needs real services: mark it ``integration`` (a helper module's
+    ``pytestmark`` marks nothing, only a test module's does)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)

@@ -28,7 +28,7 @@ from streamflow.db.engine import libpq_url
 from streamflow.serving.features import RELOAD_APP_NAME
 from streamflow.training.train import train_model
 from tests.helpers.faults import FaultHome, as_of, cli_env, data_checksums, rows
-from tests.helpers.serving import free_port
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,17 +19,12 @@ from pathlib import Path
 
 from streamflow.db.embedded import Account, _allow_traverse, server_account
 from tests.helpers.course import REPO_ROOT
+from tests.helpers.net import free_port
 
 PG_BIN = Path(os.environ.get("STREAMFLOW_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 ROLES_SCRIPT = REPO_ROOT / "services" / "postgres" / "10-streamflow-roles.sh"
 SUPERUSER = "postgres"
 DATABASE = "streamflow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available() -> bool:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from streamflow.app.monthly import ingest_and_publish
 from streamflow.core.data_model import SOURCE_TABLES
@@ -35,8 +34,6 @@ from streamflow.core.dates import month_as_of
 from streamflow.core.logging_setup import setup_logging
 from streamflow.core.settings import Settings
 from streamflow.db.engine import libpq_url, release_embedded
-
-pytestmark = pytest.mark.integration
 
 FIRST_AS_OF = "2024-01-31"
 USERS = 300

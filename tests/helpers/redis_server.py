@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.helpers.serving import free_port
+from tests.helpers.net import free_port
 
 START_TIMEOUT = 30.0
 

@@ -5,7 +5,6 @@ server in a thread for the tests that need real HTTP."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from streamflow.serving.model_holder import LoadedModel, ModelHolder, build_load
 from streamflow.training.onnx_export import export_onnx
 from streamflow.training.pipeline import build_pipeline
 from tests.helpers.data import month_frame
+from tests.helpers.net import free_port
 
 VERSION = "7"
 TRAIN_AS_OF = "2024-01-31"
@@ -97,12 +97,6 @@ def make_app(
     if not db_ok:
         mirror.last_error = "OperationalError: connection refused"
     return create_app(config, holder=holder, mirror=mirror, start_background=False, fast_path=fast_path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -30,7 +30,8 @@ import psycopg
 import pytest
 
 from tests.helpers.course import AS_OF
-from tests.helpers.external_pg import ExternalPostgres, available, external_postgres, free_port
+from tests.helpers.external_pg import ExternalPostgres, available, external_postgres
+from tests.helpers.net import free_port
 from tests.helpers.repo import REPO
 
 pytestmark = [

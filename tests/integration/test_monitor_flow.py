@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from streamflow.seeds.drift import parse_drift_option
 from streamflow.seeds.generator import generate_months
 from streamflow.training.registry import production_version, promote
 from streamflow.training.train import train_model
+from tests.helpers.net import free_port
 from tests.helpers.stack import Stack, environment_of, make_settings
 
 pytestmark = pytest.mark.integration
@@ -95,13 +95,6 @@ def run_cli(settings: Settings, *args: str) -> Result:
     """`streamflow ARGS` in-process, with ``settings`` as the environment (stdout and stderr apart)."""
     with environment_of(settings):
         return CliRunner().invoke(app, list(args))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, fn: Any, timeout: float = 30.0) -> Any:

@@ -21,7 +21,6 @@ import json
 import random
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from streamflow.observability.panels import dashboard_panels, panel_queries
 from streamflow.observability.prometheus_api import PrometheusClient
 from streamflow.observability.prometheus_local import start_prometheus, start_pushgateway, stop_local_stack
 from streamflow.observability.report import generate_monitoring_report
+from tests.helpers.net import free_port
 from tests.helpers.stack import Stack as CourseStack
 
 pytestmark = pytest.mark.integration
@@ -66,12 +66,6 @@ TRAFFIC_PANELS = {
     "Predictions by class",
     "Feature lookup vs inference time",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT_S, interval: float = 0.25) -> T:

@@ -23,16 +23,11 @@ from streamflow.core.processes import (
     mentions_home,
     pid_alive,
 )
+from tests.helpers.net import free_port
 
 HTTP_SERVER = Program(executables=("python*",), args=("-m", "http.server"))
 SCRIPT = Program(executables=("python*",), args=("-c",))
 TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.app.loadgen import LoadTargetError, check_target, run_load
 from streamflow.core.settings import Settings
-from tests.helpers.serving import Served, free_port, make_app, uvicorn_in_thread
+from tests.helpers.net import free_port
+from tests.helpers.serving import Served, make_app, uvicorn_in_thread
 
 
 @pytest.fixture(scope="module")

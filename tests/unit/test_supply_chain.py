@@ -154,10 +154,19 @@ def _cas(current: Deployment | None, alias: str | None, expected: str | None, al
     _compare_and_set(Settings(model_name="m"), CANDIDATE, current, alias, expected, FEB, allow_older)
 
 
+def _passes(current: Deployment | None, alias: str | None, expected: str | None) -> bool:
+    try:
+        _cas(current, alias, expected)
+    except (PromotionConflict, OlderModelError):
+        return False
+    return True
+
+
 def test_compare_and_set_passes_when_nothing_moved() -> None:
-    _cas(_deployment("3", JAN), "3", "3")
-    _cas(None, None, None)  # first model
-    _cas(_deployment("3", FEB), "3", "3")  # same month is not older
+    assert _passes(_deployment("3", JAN), "3", "3")
+    assert _passes(None, None, None)  # first model
+    assert _passes(_deployment("3", FEB), "3", "3")  # same month is not older
+    assert not _passes(_deployment("3", FEB), "3", "2")  # the same check, live: a moved production is refused
 
 
 def test_compare_and_set_refuses_when_production_moved() -> None:
