@@ -14,7 +14,7 @@ export STREAMFLOW_HOME ?= $(CURDIR)/.streamflow
 ## and with pip when uv cannot be installed.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	if $(VENV)/bin/pip install -q uv==$(UV_VERSION); then \
+	if $(VENV)/bin/pip install -qq uv==$(UV_VERSION); then \
 	  VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/uv pip install -q -e ".[dev,reference]"; \
 	else \
 	  $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -e ".[dev,reference]"; \
